@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine: `make run` and `make test`.
+# Both create the virtual environment, install the project (editable, with the
+# C extension built in place) and then do their job.
+
+PYTHON ?= python3.11
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXTRAS := test,gui,pam
+
+.PHONY: run test install lint bench clean
+
+$(STAMP): setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(VPY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+# The extension is rebuilt whenever its source changes (the editable install
+# only builds it once).
+install: $(STAMP)
+	$(VPY) setup.py --quiet build_ext --inplace
+
+run: install
+	$(VPY) -m nicos_daemon.main --config etc/demo.toml
+
+test: install
+	QT_QPA_PLATFORM=offscreen $(VPY) -m pytest -q test
+
+lint: install
+	$(VPY) -m ruff check .
+
+bench: install
+	$(VPY) -m pip install --quiet -e '.[bench]'
+	$(VPY) bench/trace_overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info pyctl/*.so

@@ -1,0 +1,1 @@
+"""The daemon service: network server, authentication and the script thread."""
