@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-import pyctl
 from pyctl import (
     LINENO_TRACE_ALL,
     REQUEST_BREAK,
@@ -25,8 +24,8 @@ from pyctl import (
     STATUS_INBREAK,
     STATUS_RUNNING,
     STATUS_STOPPING,
-    ControlStop,
     Controller,
+    ControlStop,
 )
 
 WAIT = 10.0  # generous upper bound for an event that must happen

@@ -1,0 +1,406 @@
+"""Client library for the daemon protocol (version 24, JSON serializer).
+
+The CLI, the GUI and user code build on NicosClient.  Applications learn
+about events and connection changes by overriding NicosClient.signal().
+"""
+
+import base64
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import rsa
+
+from nicos.protocols.daemon import (
+    ACTIVE_COMMANDS,
+    BLOB_EVENTS,
+    CLIENT_ID_LEN,
+    COMPATIBLE_PROTO_VERSIONS,
+    MAX_EVENT_PAYLOAD,
+    MAX_REPLY_PAYLOAD,
+    code2event,
+    command2code,
+)
+from nicos.protocols.daemon.codec import CodecError, decode
+from nicos.protocols.daemon.framing import FrameError, encode_command, read_event, read_reply
+
+log = logging.getLogger(__name__)
+
+
+class ClientError(Exception):
+    """Base of all errors raised by NicosClient."""
+
+
+class ConnectionFailed(ClientError):
+    """No usable connection: connecting failed, or the connection broke."""
+
+
+class LoginFailed(ClientError):
+    """The daemon refused the login, or logging in would be unsafe."""
+
+
+class DaemonError(ClientError):
+    """The daemon answered a command with an error; the message is its reason."""
+
+
+class UnsupportedReply(ClientError):
+    """The daemon answered, but with data this client refuses to decode."""
+
+
+_NO_DEFAULT: Any = object()
+
+_QUIT_FRAME = encode_command('quit', [])
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, TimeoutError):
+        return 'timed out waiting for the daemon'
+    return str(err) or type(err).__name__
+
+
+class _Connection:
+    """Sockets and state of one connection; every connect() makes a new one,
+    so the threads of an old connection never touch a newer one."""
+
+    def __init__(self, control: socket.socket, timeout: float) -> None:
+        self.control = control
+        self.events: socket.socket | None = None
+        self.timeout = timeout
+        self.event_thread: threading.Thread | None = None
+        # One request/reply exchange at a time; also guards closing the control
+        # socket, so no thread can use its file descriptor after it is closed.
+        self.request_lock = threading.Lock()
+        self.state_lock = threading.Lock()
+        self.closing = False
+        self.broken_reason: str | None = None
+
+    def shutdown(self) -> None:
+        # shutdown() rather than close(): it wakes threads blocked on the
+        # sockets without freeing descriptors they may still be using.
+        for sock in (self.control, self.events):
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        with self.request_lock:
+            self.control.close()
+        if self.events is not None:
+            self.events.close()
+
+
+def _join_event_thread(conn: _Connection) -> None:
+    thread = conn.event_thread
+    # Not joinable from the event thread itself (a signal handler), nor from
+    # the 'connected' handler: the thread starts right after it.
+    if thread is not None and thread.ident is not None \
+            and thread is not threading.current_thread():
+        thread.join()
+
+
+class NicosClient:
+    """A connection to a daemon: commands on one socket, events on another.
+
+    Thread-safe: any number of threads may call ask() concurrently.
+    """
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.user_level: int | None = None
+        self.banner: dict[str, Any] = {}
+        self.host = ''
+        self.port = 0
+        self.login = ''
+        self.viewonly = False
+        self._conn: _Connection | None = None
+
+    # -- hook ----------------------------------------------------------------
+
+    def signal(self, name: str, *args: Any) -> None:
+        """Called for every event and connection change; override it.
+
+        Events: ``signal(event, data)``, blob events ``signal(event, data, blobs)``.
+        Connection: 'connected' (from connect()), 'error' (reason, from
+        tell()); from the event thread, once per connection: 'broken'
+        (reason; only for an unexpected end) followed by 'disconnected'.
+        """
+
+    def _emit(self, name: str, *args: Any) -> None:
+        # A failing application handler must not break the connection logic.
+        try:
+            self.signal(name, *args)
+        except Exception:
+            log.exception('signal handler failed for %r', name)
+
+    # -- connecting ----------------------------------------------------------
+
+    def connect(self, host: str, port: int, login: str, password: str, *,
+                viewonly: bool = False, eventmask: Iterable[str] = (),
+                timeout: float = 30.0) -> None:
+        """Connect, log in and start receiving events.
+
+        Raises ConnectionFailed, or LoginFailed when the daemon refuses the
+        login or does not offer an encrypted password transport.
+        """
+        if self.connected:
+            raise ClientError('already connected; disconnect first')
+        self._forget_previous_connection()
+        if isinstance(eventmask, str):
+            eventmask = [eventmask]
+        self.host, self.port, self.login, self.viewonly = host, port, login, viewonly
+        self.banner = {}
+        self.user_level = None
+        # Random, unlike upstream's time-based id: the id is all that ties the
+        # event connection to the logged-in control connection.
+        client_id = os.urandom(CLIENT_ID_LEN)
+        try:
+            control = socket.create_connection((host, port), timeout=timeout)
+        except OSError as err:
+            raise ConnectionFailed(f'cannot connect to {host}:{port}: {_describe(err)}') from err
+        conn = _Connection(control, timeout)
+        try:
+            self._log_in(conn, client_id, login, password, list(eventmask))
+            # The daemon pairs the two connections by peer address and id, so use
+            # exactly the address the control connection reached.
+            conn.events = socket.create_connection(control.getpeername()[:2], timeout=timeout)
+            conn.events.sendall(client_id)
+            conn.events.settimeout(None)  # events may be rare; silence is no error
+        except (OSError, FrameError, CodecError) as err:
+            conn.shutdown()
+            conn.close()
+            raise ConnectionFailed(f'connection to {host}:{port} failed: {_describe(err)}') \
+                from err
+        except BaseException:
+            conn.shutdown()
+            conn.close()
+            raise
+        conn.event_thread = threading.Thread(target=self._receive_events, args=(conn,),
+                                             name=f'nicos-events-{host}:{port}', daemon=True)
+        self._conn = conn
+        self.connected = True
+        self._emit('connected')
+        # Started only now so that 'connected' precedes every event.
+        conn.event_thread.start()
+
+    def _forget_previous_connection(self) -> None:
+        previous, self._conn = self._conn, None
+        if previous is not None:
+            _join_event_thread(previous)
+
+    def _log_in(self, conn: _Connection, client_id: bytes, login: str, password: str,
+                eventmask: list[str]) -> None:
+        conn.control.sendall(client_id)
+        self.banner = self._read_banner(conn)
+        credentials = {'login': login, 'passwd': self._encrypt_password(password),
+                       'display': ''}
+        reply = self._handshake_request(conn, 'authenticate', credentials)
+        level = reply.get('user_level') if isinstance(reply, dict) else None
+        if not isinstance(level, int) or isinstance(level, bool):
+            raise ConnectionFailed(f'the daemon sent a malformed login reply: {reply!r}')
+        self.user_level = level
+        if eventmask:
+            self._handshake_request(conn, 'eventmask', eventmask)
+
+    def _read_banner(self, conn: _Connection) -> dict[str, Any]:
+        ok, payload = read_reply(conn.control, MAX_REPLY_PAYLOAD)
+        banner = decode(payload) if payload else None
+        if not ok:
+            raise LoginFailed(f'the daemon refused the connection: {banner}')
+        if not isinstance(banner, dict):
+            raise ConnectionFailed('the daemon sent no valid banner')
+        version = banner.get('protocol_version', 0)
+        if not isinstance(version, int) or version not in COMPATIBLE_PROTO_VERSIONS:
+            supported = ' and '.join(map(str, sorted(COMPATIBLE_PROTO_VERSIONS)))
+            raise ConnectionFailed(f'the daemon speaks protocol version {version!r}; '
+                                   f'this client supports {supported}')
+        return banner
+
+    def _encrypt_password(self, password: str) -> str:
+        hashing = str(self.banner.get('pw_hashing', 'sha1'))
+        if not hashing.startswith('rsa'):
+            # The legacy alternatives (plain text or an unsalted hash, which
+            # works as the password itself) would expose the password.
+            raise LoginFailed(f'the daemon does not offer RSA password encryption '
+                              f'(pw_hashing={hashing!r}); refusing to send the password')
+        try:
+            key = rsa.PublicKey.load_pkcs1(base64.b64decode(self.banner['rsakey']))
+        except Exception as err:  # any parse failure of untrusted key data
+            raise ConnectionFailed(f'the daemon sent an unusable RSA key: {_describe(err)}') \
+                from err
+        try:
+            encrypted = rsa.encrypt(password.encode('utf-8'), key)
+        except OverflowError:
+            raise LoginFailed("the password is too long for the daemon's RSA key") from None
+        return 'RSA:' + base64.b64encode(encrypted).decode('ascii')
+
+    def _handshake_request(self, conn: _Connection, command: str, argument: Any) -> Any:
+        conn.control.sendall(encode_command(command, [argument]))
+        ok, payload = read_reply(conn.control, MAX_REPLY_PAYLOAD)
+        value = decode(payload) if payload else None
+        if not ok:
+            raise LoginFailed(str(value))
+        return value
+
+    # -- disconnecting ---------------------------------------------------------
+
+    def disconnect(self) -> None:
+        """Say goodbye and close; returns once the event thread has finished
+        (unless called from the event thread itself)."""
+        conn = self._conn
+        if conn is None:
+            return
+        if self._begin_closing(conn, broken_reason=None):
+            # Like upstream, do not wait for the reply to quit.  Skip quit when
+            # another thread is mid-request: closing alone also ends the session.
+            if conn.request_lock.acquire(blocking=False):
+                try:
+                    conn.control.sendall(_QUIT_FRAME)
+                except OSError:
+                    pass
+                finally:
+                    conn.request_lock.release()
+            conn.shutdown()
+        _join_event_thread(conn)
+
+    def _begin_closing(self, conn: _Connection, broken_reason: str | None) -> bool:
+        """Mark *conn* as closing; only the first caller gets True.
+
+        A reason marks an unexpected end; the event thread reports it as
+        'broken' just before 'disconnected', so the two can never swap places.
+        """
+        with conn.state_lock:
+            if conn.closing:
+                return False
+            conn.closing = True
+            conn.broken_reason = broken_reason
+        if self._conn is conn:
+            self.connected = False
+        if broken_reason is not None:
+            conn.shutdown()  # wakes the event thread
+        return True
+
+    # -- events ----------------------------------------------------------------
+
+    def _receive_events(self, conn: _Connection) -> None:
+        reason = 'event reader failed'
+        try:
+            while True:
+                code, payload, blobs = read_event(conn.events, MAX_EVENT_PAYLOAD)
+                self._dispatch_event(code, payload, blobs)
+        except (OSError, FrameError) as err:
+            reason = f'event connection lost: {_describe(err)}'
+        finally:
+            # A no-op after disconnect() or a failed ask(), which got here first.
+            self._begin_closing(conn, reason)
+            conn.close()
+            if conn.broken_reason is not None:
+                self._emit('broken', conn.broken_reason)
+            self._emit('disconnected')
+
+    def _dispatch_event(self, code: int, payload: bytes, blobs: list[bytes]) -> None:
+        # The stream is still in step after an unknown or undecodable event, so
+        # skip it instead of dropping the connection (upstream JSON daemons may
+        # send pickled values, e.g. in 'dataset').
+        name = code2event.get(code)
+        if name is None:
+            log.warning('ignoring event with unknown code 0x%04x', code)
+            return
+        try:
+            data = decode(payload)
+        except CodecError as err:
+            log.warning('ignoring undecodable %r event: %s', name, err)
+            return
+        if name in BLOB_EVENTS:
+            self._emit(name, data, blobs)
+        else:
+            self._emit(name, data)
+
+    # -- commands --------------------------------------------------------------
+
+    def ask(self, command: str, *args: Any, timeout: float | None = None) -> Any:
+        """Send *command* and return the daemon's decoded reply.
+
+        *timeout* overrides the connect timeout for this reply.  Raises
+        DaemonError for an error reply, UnsupportedReply for an undecodable
+        one, and ConnectionFailed when the connection fails (a reply timeout
+        included); the event thread then signals 'broken'.
+        """
+        if command not in command2code:
+            raise ClientError(f'unknown command {command!r}')
+        if self.viewonly and command in ACTIVE_COMMANDS:
+            raise DaemonError('view-only connection')
+        frame = encode_command(command, args)
+        conn = self._conn
+        if conn is None:
+            raise ConnectionFailed('not connected')
+        failure: BaseException | None = None
+        with conn.request_lock:
+            if conn.closing:
+                raise ConnectionFailed('not connected')
+            try:
+                wait = conn.timeout if timeout is None else timeout
+                if conn.control.gettimeout() != wait:
+                    conn.control.settimeout(wait)
+                conn.control.sendall(frame)
+                ok, payload = read_reply(conn.control, MAX_REPLY_PAYLOAD)
+            except (OSError, FrameError) as err:
+                failure = err
+        if failure is not None:
+            # The stream is out of step (even after a timeout a late reply
+            # would be taken for the next one), so the connection is done.
+            reason = f'connection to the daemon broken: {_describe(failure)}'
+            self._begin_closing(conn, reason)
+            raise ConnectionFailed(reason) from failure
+        return self._reply_value(command, ok, payload)
+
+    @staticmethod
+    def _reply_value(command: str, ok: bool, payload: bytes | None) -> Any:
+        try:
+            value = decode(payload) if payload else None
+        except CodecError as err:
+            if ok:
+                raise UnsupportedReply(f'cannot decode the reply to {command!r}: {err}') \
+                    from None
+            raise DaemonError(f'undecodable error reply ({err})') from None
+        if not ok:
+            raise DaemonError(str(value))
+        return value
+
+    def tell(self, command: str, *args: Any) -> bool:
+        """Send a command for its effect; report failures instead of raising.
+
+        An error reply is signalled as 'error'; a broken connection is
+        signalled as 'broken' by the event thread.
+        """
+        try:
+            self.ask(command, *args)
+        except DaemonError as err:
+            self._emit('error', str(err))
+            return False
+        except ConnectionFailed:
+            return False
+        return True
+
+    def eval(self, expr: str, default: Any = _NO_DEFAULT, stringify: bool = False) -> Any:
+        """Evaluate *expr* in the daemon; on failure return *default* if given."""
+        try:
+            return self.ask('eval', expr, stringify)
+        except (DaemonError, UnsupportedReply):
+            if default is _NO_DEFAULT:
+                raise
+            return default
+
+    def run(self, code: str, name: str = '', *, queue: bool = True) -> str:
+        """Submit a script; returns its request id.
+
+        With queue=False it is started only if nothing runs (else DaemonError).
+        """
+        reqid = self.ask('queue' if queue else 'start', name, code)
+        if not isinstance(reqid, str):
+            raise UnsupportedReply(f'expected a request id, got {reqid!r}')
+        return reqid
