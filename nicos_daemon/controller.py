@@ -323,6 +323,10 @@ class ScriptController:
         breakpoint of at most ``level``."""
         with self._lock:
             self._require_running()
+            if self._status[0] == STATUS_STOPPING and level < BREAK_IMMEDIATE:
+                # a second stop would also abort the script's cleanup (finally
+                # blocks); only an immediate stop (emergency) escalates
+                return
             paused = self._status[0] == STATUS_INBREAK
             self._block_queue()
             try:
