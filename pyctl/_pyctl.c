@@ -325,7 +325,8 @@ end_run(Controller *self, PyObject *result)
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     uninstall_trace(self);
-    if (self->toplevel != NULL)
+    /* the toplevel frame may be a wrapper outside the eligible code */
+    if (self->toplevel != NULL && frame_is_eligible(self, (PyFrameObject *)self->toplevel))
         self->last_lineno = PyFrame_GetLineNumber((PyFrameObject *)self->toplevel);
     Py_CLEAR(self->toplevel);
     Py_CLEAR(self->base_frame);
