@@ -1,0 +1,1 @@
+"""Devices: generic virtual hardware in ``nicos.devices.generic``."""
