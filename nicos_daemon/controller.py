@@ -86,6 +86,7 @@ class ScriptController:
                                           "__builtins__": builtins}
         self.emergency_functions: list[Callable[[], None]] = []
         self.finish_requested = False
+        self.session: Any = None  # the instrument session, once loaded
 
         self._lock = threading.RLock()
         self._wakeup = threading.Condition(self._lock)
@@ -155,6 +156,10 @@ class ScriptController:
     def _message(self, text: str, level: int = INFO, exc_text: str | None = None) -> None:
         self._emit_record(make_record(text, level, exc_text=exc_text,
                                       reqid=self._current_reqid()))
+
+    def report(self, text: str, level: int = INFO) -> None:
+        """A message from the daemon itself to every client."""
+        self._message(text, level)
 
     def _output_line(self, line: str, level: int) -> None:
         self._message(line, level)
@@ -385,8 +390,11 @@ class ScriptController:
             raise CommandError("no script is running")
 
     def breakpoint(self, level: int) -> None:
-        """A breakpoint of ``level`` inside a command (script thread only):
-        acts on a pending break or stop of at least that level."""
+        """A breakpoint of ``level`` inside a command: in the script thread,
+        acts on a pending break or stop of at least that level; elsewhere
+        (exec from a client) it does nothing."""
+        if not self.in_script_thread():
+            return
         request, arg = self.ctl.pending()
         if request and arg[1] >= level:
             self.ctl.breakpoint()
@@ -466,34 +474,41 @@ class ScriptController:
     # ------------------------------------------------------- script helpers
 
     def _install_script_commands(self) -> None:
+        # the instrument layer replaces these with its own commands
         def sleep(seconds: float) -> None:
             """Wait ``seconds``; a break or stop request interrupts at once."""
-            if threading.current_thread() is not self._script_thread:
-                time.sleep(seconds)
-                return
-            deadline = time.monotonic() + float(seconds)
-            while (remaining := deadline - time.monotonic()) > 0:
-                if self.ctl.wait(remaining, self._accept_step_request):
-                    self.ctl.breakpoint()
+            self.sleep(seconds)
 
         def printinfo(*msgs: Any) -> None:
             """Log a message for everyone watching the instrument."""
             user_log.info(" ".join(map(str, msgs)))
 
-        def printwarning(*msgs: Any) -> None:
-            """Log a warning."""
-            user_log.warning(" ".join(map(str, msgs)))
+        self.namespace.update(sleep=sleep, printinfo=printinfo)
 
-        def printerror(*msgs: Any) -> None:
-            """Log an error."""
-            user_log.error(" ".join(map(str, msgs)))
+    def in_script_thread(self) -> bool:
+        return threading.current_thread() is self._script_thread
 
-        self.namespace.update(sleep=sleep, printinfo=printinfo, printwarning=printwarning,
-                              printerror=printerror)
+    def sleep(self, seconds: float) -> None:
+        """Interruptible wait for the script thread (plain sleep elsewhere):
+        a break or stop of level BREAK_AFTER_STEP or more acts at once, and
+        after a continue the rest of the time is waited."""
+        if not self.in_script_thread():
+            time.sleep(max(0.0, float(seconds)))
+            return
+        deadline = time.monotonic() + float(seconds)
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self.ctl.wait(remaining, self._accept_step_request):
+                self.ctl.breakpoint()
 
     @staticmethod
     def _accept_step_request(request: int, arg: Any) -> bool:
         return arg[1] >= BREAK_AFTER_STEP
+
+    def consume_finish_request(self) -> bool:
+        """True once per 'finish' request; clears it."""
+        with self._lock:
+            requested, self.finish_requested = self.finish_requested, False
+            return requested
 
     # ---------------------------------------------------- exec, eval, watch
 
@@ -599,6 +614,7 @@ class ScriptController:
 
     def getstatus(self) -> dict:
         """Snapshot of the daemon state, as the protocol's getstatus reply."""
+        session = self.session
         with self._lock:
             shown = self._current or self._last
             return {
@@ -609,8 +625,9 @@ class ScriptController:
                 "watch": {k: v for k, v in self._watch.items() if v is not None},
                 "requests": [r.serialize() for r in self._queue],
                 "mode": "master",
-                "setups": [[], []],
-                "devices": [],
+                "setups": [list(session.loaded_setups), list(session.explicit_setups)]
+                if session else [[], []],
+                "devices": sorted(session.devices) if session else [],
                 "devicefailures": {},
             }
 
@@ -641,8 +658,17 @@ class ScriptController:
         return []
 
     def getcachekeys(self, query: str) -> list:
-        """Current device values matching a query; empty without an instrument layer."""
-        return []
+        """Current device values: ``query`` is a key prefix, or exact keys
+        separated by commas."""
+        if self.session is None:
+            return []
+        values = self.session.current_values()
+        if "," in query:
+            wanted = {k.strip().lower() for k in query.split(",")}
+            keys = [k for k in values if k in wanted]
+        else:
+            keys = [k for k in values if k.startswith(query.lower())]
+        return [[key, repr(values[key][1])] for key in sorted(keys)]
 
     def getdataset(self, index: Any) -> Any:
         """Scan data; none without an instrument layer."""

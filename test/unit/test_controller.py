@@ -243,3 +243,27 @@ def test_queries(setup: tuple[ScriptController, Recorder]) -> None:
     assert controller.gettrace() == ""
     path = Path(controller.transfer(b"\x00\x01data"))
     assert path.read_bytes() == b"\x00\x01data"
+
+
+def test_instrument_session_in_the_script_namespace(
+        setup: tuple[ScriptController, Recorder]) -> None:
+    from nicos.core.status import BUSY
+    from nicos_daemon.instrument import start_instrument
+
+    controller, rec = setup
+    session = start_instrument(controller, "demo")
+    status = controller.getstatus()
+    assert "demo" in status["setups"][1] and {"mono", "sth", "det"} <= set(status["devices"])
+    controller.queue("", "maw(mono, 2.1)\nprint(read(mono))\n", ALICE)
+    assert rec.wait_for("done")["success"] is True
+    assert abs(session.devices["mono"].read() - 2.1) < 1e-6
+    assert any(key == "mono/value" for key, _ in controller.getcachekeys("mono/"))
+    # emergency stop reaches a motor moving in a running script
+    controller.queue("", "maw(sth, 80)\n", ALICE)
+    rec.wait_for("cache", lambda c: c[1] == "sth/status" and c[3].startswith(f"({BUSY},"))
+    controller.emergency(ALICE)
+    assert rec.wait_for("done")["success"] is False
+    position = session.devices["sth"].read()
+    assert 0 < position < 80
+    assert session.devices["sth"].status()[0] != BUSY
+    session.shutdown()
