@@ -139,6 +139,11 @@ class ScriptController:
         for thread in (self._script_thread, self._sampler_thread):
             if thread is not None:
                 thread.join(timeout)
+        if self.session is not None:
+            try:
+                self.session.shutdown()
+            except Exception:  # noqa: BLE001 - shutting down regardless
+                log.exception("error shutting down the instrument session")
         if self._log_handler is not None:
             user_log.removeHandler(self._log_handler)
         install_output_capture(None)
@@ -685,7 +690,7 @@ class ScriptController:
                 break
             if candidate is None:
                 break
-            found.add(candidate.rstrip("("))
+            found.add(candidate)
         return sorted(found)
 
     def transfer(self, content: bytes) -> str:

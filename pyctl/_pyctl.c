@@ -438,10 +438,14 @@ Controller_breakpoint(Controller *self, PyObject *unused)
     }
     if (self->in_callback || self->request == REQUEST_NONE)
         Py_RETURN_NONE;
-    PyFrameObject *frame = PyEval_GetFrame();
-    if (frame == NULL)
-        Py_RETURN_NONE;
-    Py_INCREF(frame);
+    /* report the script's frame, not the helper (sleep, wait) that called us */
+    PyFrameObject *frame = find_eligible_frame(self);
+    if (frame == NULL) {
+        frame = PyEval_GetFrame();
+        if (frame == NULL)
+            Py_RETURN_NONE;
+        Py_INCREF(frame);
+    }
     int err = self->request == REQUEST_STOP ? do_stop(self, frame) : do_break(self, frame);
     Py_DECREF(frame);
     if (err < 0)
