@@ -19,7 +19,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["nicos", "nicos.*", "nicos_daemon", "nicos_daemon.*", "pyctl"]),
     ext_modules=[pyctl_extension],
-    install_requires=["rsa>=4.7", "numpy>=1.24"],
+    install_requires=["rsa>=4.7", "numpy>=1.24", "prompt_toolkit>=3.0.36,<4"],
     extras_require={
         "gui": ["PyQt5>=5.15", "pyqtgraph>=0.13"],
         "pam": ["python-pam>=2.0"],
@@ -29,6 +29,7 @@ setup(
     entry_points={
         "console_scripts": [
             "nicos-daemon = nicos_daemon.main:main",
+            "nicos-client = nicos.clients.cli.main:main",
         ],
     },
 )

@@ -350,6 +350,11 @@ class NicosClient:
                 ok, payload = read_reply(conn.control, MAX_REPLY_PAYLOAD)
             except (OSError, FrameError) as err:
                 failure = err
+            except BaseException:
+                # interrupted (KeyboardInterrupt) between sending and reading:
+                # the reply would be taken for the next command's
+                self._begin_closing(conn, 'request interrupted')
+                raise
         if failure is not None:
             # The stream is out of step (even after a timeout a late reply
             # would be taken for the next one), so the connection is done.
@@ -404,3 +409,14 @@ class NicosClient:
         if not isinstance(reqid, str):
             raise UnsupportedReply(f'expected a request id, got {reqid!r}')
         return reqid
+
+    def history(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Past runs, newest first: dicts with reqid, name, script, user,
+        submitted, started, ended (Unix times or None), outcome, error.
+
+        Needs a daemon of this project (not part of upstream protocol 24).
+        """
+        runs = self.ask('history', limit)
+        if not isinstance(runs, list):
+            raise UnsupportedReply(f'expected a list of runs, got {runs!r}')
+        return runs
