@@ -55,6 +55,7 @@ from nicos_daemon.messages import (
     install_output_capture,
     make_record,
 )
+from nicos_daemon.persistence import FAILED, STOPPED, SUCCEEDED, StateStore
 from nicos_daemon.scripts import (
     SCRIPT_FILENAME,
     ScriptError,
@@ -109,6 +110,22 @@ class ScriptController:
         self.ctl = pyctl.Controller(self._on_break, break_only_in_filename=SCRIPT_FILENAME)
         self.ctl.set_observer(self._on_pyctl_status)
         self._install_script_commands()
+        self.store = StateStore(self.datadir)
+        self._interrupted: list[str] = []
+        self._recover()
+
+    def _recover(self) -> None:
+        """Take back what a previous daemon left: messages, queue, interrupted runs."""
+        for record in self.store.recent_messages(self.messages.size):
+            self.messages.add(record)
+        queued, self._interrupted = self.store.recover()
+        for stored in queued:
+            self._queue.append(ScriptRequest(stored.name, stored.script, stored.user,
+                                             stored.user_level, reqid=stored.reqid,
+                                             submitted=stored.submitted))
+        if queued or self._interrupted:
+            log.warning("recovered %d queued request(s); %d request(s) were interrupted",
+                        len(queued), len(self._interrupted))
 
     # ------------------------------------------------------------ lifecycle
 
@@ -125,6 +142,9 @@ class ScriptController:
                                                 daemon=True)
         self._script_thread.start()
         self._sampler_thread.start()
+        for reqid in self._interrupted:
+            self._message(f"request {reqid} was interrupted when the daemon stopped; "
+                          "it is not run again automatically", WARNING)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop a running script, end the threads, restore the output streams."""
@@ -144,6 +164,7 @@ class ScriptController:
                 self.session.shutdown()
             except Exception:  # noqa: BLE001 - shutting down regardless
                 log.exception("error shutting down the instrument session")
+        self.store.close()
         if self._log_handler is not None:
             user_log.removeHandler(self._log_handler)
         install_output_capture(None)
@@ -155,7 +176,8 @@ class ScriptController:
     # ------------------------------------------------------------- messages
 
     def _emit_record(self, record: list) -> None:
-        self.messages.add(record)
+        if self.messages.add(record):
+            self.store.add_message(record)
         self.bus.emit("message", record)
 
     def _message(self, text: str, level: int = INFO, exc_text: str | None = None) -> None:
@@ -210,6 +232,9 @@ class ScriptController:
                 raise CommandError("a script is running")
             if len(self._queue) >= MAX_QUEUED:
                 raise CommandError(f"the queue is full ({MAX_QUEUED} requests)")
+            # on disk before anyone is told it is queued
+            self.store.add_queued(request.reqid, request.name, request.text, request.user,
+                                  request.user_level, request.submitted)
             self._queue.append(request)
             self.bus.emit("request", request.serialize())
             self._wakeup.notify_all()
@@ -229,6 +254,7 @@ class ScriptController:
                                        self._current.reqid == reqid else
                                        "script doesn't exist")
                 removed = [self._queue.pop(index).reqid]
+            self.store.mark_blocked(removed)
             self.bus.emit("blocked", removed)
         log.info("%s unqueued %s", user.name, ", ".join(removed) or "nothing")
 
@@ -241,6 +267,7 @@ class ScriptController:
             if sorted(wanted) != sorted(queued):
                 raise CommandError("Inconsistency between clients script IDs and queued IDs")
             self._queue = [queued[i] for i in wanted]
+            self.store.set_order(wanted)
             self.bus.emit("rearranged", wanted)
 
     def update(self, code: str, reason: str, reqid: str | None, user: User) -> None:
@@ -259,6 +286,7 @@ class ScriptController:
             request = self._queue[index]
             request.text = normalize(code)
             request.user = user.name
+            self.store.update_script(request.reqid, request.text, request.user)
             self.bus.emit("updated", request.serialize())
         log.info("%s updated queued request %s", user.name, reqid)
 
@@ -283,6 +311,7 @@ class ScriptController:
             self._blocks = new_blocks
             current.text = code
             current.user = user.name
+            self.store.update_script(current.reqid, code, user.name)
         self._register_source(code)
         self.bus.emit("processing", current.serialize())
         prompt = f"UPDATE ({reason})" if reason else "UPDATE"
@@ -388,6 +417,7 @@ class ScriptController:
     def _block_queue(self) -> None:
         removed = [r.reqid for r in self._queue]
         self._queue.clear()
+        self.store.mark_blocked(removed)
         self.bus.emit("blocked", removed)
 
     def _require_running(self) -> None:
@@ -422,6 +452,7 @@ class ScriptController:
                 request = self._queue.pop(0)
                 self._current = request
                 self._started.append(request.reqid)
+                self.store.mark_started(request.reqid)
             try:
                 self._run_request(request)
             except BaseException:  # noqa: BLE001 - the script thread must survive anything
@@ -438,6 +469,7 @@ class ScriptController:
             blocks = compile_blocks(request.text)
         except ScriptError as err:
             self._message(str(err), ERROR)
+            self.store.mark_finished(request.reqid, FAILED, str(err))
             self.bus.emit("done", {**request.serialize(), "success": False})
             return
         self._register_source(request.text)
@@ -447,6 +479,7 @@ class ScriptController:
         self.finish_requested = False
         self._set_status(STATUS_RUNNING, -1)
         success = False
+        outcome, error = SUCCEEDED, None
         try:
             with captured():
                 self.ctl.start(self._run_blocks)
@@ -454,9 +487,12 @@ class ScriptController:
         except pyctl.ControlStop as stop:
             who = stop.args[0][2] if stop.args and isinstance(stop.args[0], tuple) else "?"
             self._message(f"Script stopped by {who}")
+            outcome, error = STOPPED, f"stopped by {who}"
         except BaseException as err:  # noqa: BLE001 - user code may raise anything
             summary, trace = format_script_exception(err)
             self._message(summary, ERROR, exc_text=trace)
+            outcome, error = FAILED, summary
+        self.store.mark_finished(request.reqid, outcome, error)
         lineno = self.ctl.lineno
         self._set_status(STATUS_IDLE if success else STATUS_IDLEEXC, lineno)
         self.bus.emit("done", {**request.serialize(), "success": success})
@@ -635,6 +671,10 @@ class ScriptController:
                 "devices": sorted(session.devices) if session else [],
                 "devicefailures": {},
             }
+
+    def history(self, limit: int = 100) -> list[dict]:
+        """Past and queued requests, newest first: id, user, script, times, outcome."""
+        return self.store.history(limit)
 
     def getmessages(self, n: str | int) -> list:
         """The last ``n`` messages (``*`` or 0: all)."""

@@ -122,6 +122,12 @@ def _content(value: Any) -> bytes:
     return value
 
 
+def _run_count(value: Any) -> int:
+    if type(value) is not int or not 1 <= value <= 10_000:
+        raise TypeError
+    return value
+
+
 def _anything(value: Any) -> Any:
     return value
 
@@ -136,6 +142,7 @@ INTERVAL = ArgType("a number or null", _optional_interval)
 INDEX = ArgType("int or '*'", _dataset_index)
 LEVEL = ArgType("int from 1 to 5", _level)
 CONTENT = ArgType(f"bytes (at most {MAX_TRANSFER_BYTES})", _content)
+RUN_COUNT = ArgType("int from 1 to 10000", _run_count)
 ANY = ArgType("anything", _anything)
 
 
@@ -500,6 +507,12 @@ class CommandHandler:
     def getdataset(self, index: int | str) -> Any:
         """Scan data by index, or all with "*"."""
         return self.controller.getdataset(index)
+
+    @command("history", level=GUEST, args=(0, 1), params=[("limit", RUN_COUNT)])
+    def history(self, limit: int = 100) -> list[dict]:
+        """Past runs, newest first (id, user, script, submit/start/end time, outcome,
+        error); kept across daemon restarts.  An extension of protocol 24."""
+        return self.controller.history(limit)
 
     # -- miscellaneous ---------------------------------------------------------------
 

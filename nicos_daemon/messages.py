@@ -45,11 +45,17 @@ class MessageLog:
         self._records: deque[Record] = deque(maxlen=size)
         self._lock = threading.Lock()
 
-    def add(self, record: Record) -> None:
-        if record[2] == ACTION:  # activity notes are live-only
-            return
+    @property
+    def size(self) -> int:
+        return self._records.maxlen or 0
+
+    def add(self, record: Record) -> bool:
+        """Keep the record; False for records that are live-only (ACTION)."""
+        if record[2] == ACTION:
+            return False
         with self._lock:
             self._records.append(record)
+        return True
 
     def last(self, count: int | None) -> list[Record]:
         with self._lock:

@@ -59,6 +59,8 @@ command2code: dict[str, int] = {
     'eventunmask': 0x65,
     'rearrange': 0x66,
     'keepalive': 0x67,
+    # extensions of this implementation (never sent by upstream clients)
+    'history': 0x81,
 }
 code2command: dict[int, str] = {code: name for name, code in command2code.items()}
 
