@@ -30,6 +30,7 @@ setup(
         "console_scripts": [
             "nicos-daemon = nicos_daemon.main:main",
             "nicos-client = nicos.clients.cli.main:main",
+            "nicos-gui = nicos.clients.gui.main:main",
         ],
     },
 )
