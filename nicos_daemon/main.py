@@ -126,6 +126,12 @@ class SignalWaiter:
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._write_fd, False)
         self._previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS}
+        # The signal may be delivered to any thread; Python runs its handler
+        # only in the main thread, between bytecodes, so the main thread's
+        # blocking read would not notice.  The C-level wake-up fd is written
+        # at once, from whichever thread got the signal.
+        self._previous_wakeup = signal.set_wakeup_fd(self._write_fd,
+                                                     warn_on_full_buffer=False)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         try:
@@ -138,6 +144,7 @@ class SignalWaiter:
         log.info("received %s", signal.Signals(signum).name)
 
     def close(self) -> None:
+        signal.set_wakeup_fd(self._previous_wakeup)
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         os.close(self._read_fd)
