@@ -45,6 +45,7 @@ from nicos.protocols.daemon import (
 from nicos.protocols.daemon.codec import CodecError, to_wire
 from nicos_daemon.common import CommandError, User
 from nicos_daemon.events import EventBus
+from nicos_daemon.history import cache_keys
 from nicos_daemon.messages import (
     INFO,
     MessageLog,
@@ -88,6 +89,8 @@ class ScriptController:
         self.emergency_functions: list[Callable[[], None]] = []
         self.finish_requested = False
         self.session: Any = None  # the instrument session, once loaded
+        self.value_history: Any = None  # set with the session (nicos.data.history)
+        self.simulations: Any = None  # dry-run processes (nicos_daemon.simulation)
 
         self._lock = threading.RLock()
         self._wakeup = threading.Condition(self._lock)
@@ -164,6 +167,10 @@ class ScriptController:
                 self.session.shutdown()
             except Exception:  # noqa: BLE001 - shutting down regardless
                 log.exception("error shutting down the instrument session")
+        if self.simulations is not None:
+            self.simulations.shutdown()
+        if self.value_history is not None:
+            self.value_history.close()  # writes what is still queued
         self.store.close()
         if self._log_handler is not None:
             user_log.removeHandler(self._log_handler)
@@ -699,25 +706,29 @@ class ScriptController:
         return "\n" + self.ctl.get_stacktrace()
 
     def gethistory(self, key: str, fromtime: Any, totime: Any, interval: Any = None) -> list:
-        """Value history of a device key; empty until the instrument layer records values."""
-        return []
+        """``[[time, value], ...]`` of a device key from the value history
+        (see nicos/data/history.py); empty without a history store."""
+        store = self.value_history
+        if store is None:
+            return []
+        return store.history(str(key), float(fromtime), float(totime),
+                             float(interval) if interval else None)
 
     def getcachekeys(self, query: str) -> list:
-        """Current device values: ``query`` is a key prefix, or exact keys
-        separated by commas."""
-        if self.session is None:
-            return []
-        values = self.session.current_values()
-        if "," in query:
-            wanted = {k.strip().lower() for k in query.split(",")}
-            keys = [k for k in values if k in wanted]
-        else:
-            keys = [k for k in values if k.startswith(query.lower())]
-        return [[key, repr(values[key][1])] for key in sorted(keys)]
+        """``[[key, value], ...]``: ``query`` is a key prefix, or exact keys
+        separated by commas; live values, else the last recorded ones."""
+        live = self.session.current_values() if self.session is not None else {}
+        return cache_keys(live, self.value_history, query)
 
     def getdataset(self, index: Any) -> Any:
-        """Scan data; none without an instrument layer."""
-        return [] if index == "*" else None
+        """A recent scan dataset as a JSON object (see nicos/data/dataset.py):
+        by position (0 the oldest kept, -1 the latest), or all with ``*``."""
+        if self.session is None:
+            return [] if index == "*" else None
+        if index == "*":
+            return [dataset.to_dict() for dataset in self.session.data.recent()]
+        dataset = self.session.data.get(int(index))
+        return dataset.to_dict() if dataset is not None else None
 
     def complete(self, line: str, lastword: str) -> list[str]:
         """Completions of ``lastword`` from the script namespace."""
@@ -746,5 +757,9 @@ class ScriptController:
         return path
 
     def simulate(self, name: str, code: str, simid: str | None, user: User) -> None:
-        """Dry run of a script; needs the instrument layer."""
-        raise CommandError("simulation is not available: no instrument layer is loaded")
+        """Dry run of a script in a separate process; results arrive as
+        ``simmessage`` and ``simresult`` events (see simulation.py)."""
+        simulations = self.simulations
+        if simulations is None or self.session is None:
+            raise CommandError("simulation is not available: no instrument layer is loaded")
+        simulations.start(self.session, name, code, simid, user.name)

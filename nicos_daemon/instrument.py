@@ -1,20 +1,26 @@
 """Connects the instrument session (nicos.core) to the script controller.
 
 The session only knows the DaemonHooks interface; this adapter implements it
-on the controller, and loads the configured setup at startup.
+on the controller.  ``start_instrument`` creates the session (scan files in
+the configured data directory), the value history next to them, the
+simulation runner, and loads the configured setup; ``ScriptController.shutdown``
+ends the latter two at daemon shutdown.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from nicos.core.errors import ConfigurationError
 from nicos.core.hooks import DaemonHooks
 from nicos.core.session import Session
-from nicos.protocols.daemon import ERROR
+from nicos.protocols.daemon import BREAK_AFTER_STEP, ERROR
 from nicos_daemon.controller import ScriptController
+from nicos_daemon.history import open_history
+from nicos_daemon.simulation import Simulations
 
 log = logging.getLogger("nicos_daemon.instrument")
 
@@ -34,6 +40,16 @@ class ControllerHooks(DaemonHooks):
     def sleep(self, seconds: float) -> None:
         self._controller.sleep(seconds)
 
+    def sleep_at_level(self, seconds: float, level: int) -> None:
+        controller = self._controller
+        if level <= BREAK_AFTER_STEP or not controller.in_script_thread():
+            controller.sleep(seconds)
+            return
+        deadline = time.monotonic() + float(seconds)
+        while (remaining := deadline - time.monotonic()) > 0:
+            if controller.ctl.wait(remaining, lambda request, arg: arg[1] >= level):
+                controller.ctl.breakpoint()
+
     def register_emergency_stop(self, func: Callable[[], None]) -> None:
         self._controller.register_emergency_stop(func)
 
@@ -46,11 +62,22 @@ def start_instrument(controller: ScriptController, setup: str | None) -> Session
 
     A setup that fails to load is reported to clients and logged; the daemon
     keeps running with whatever could be loaded, so the user can fix the file
-    and try again with NewSetup().
+    and try again with NewSetup().  A value history that cannot be opened is
+    reported too; the instrument works without it.
     """
-    session = Session(hooks=ControllerHooks(controller), namespace=controller.namespace)
+    session = Session(hooks=ControllerHooks(controller), namespace=controller.namespace,
+                      datadir=controller.datadir)
     controller.session = session
     controller.namespace["session"] = session
+    controller.simulations = Simulations(controller.bus.emit)
+    controller.value_history = None
+    try:
+        controller.value_history = open_history(controller.datadir)
+    except Exception as err:  # noqa: BLE001 - sqlite3.Error, OSError: run without history
+        log.error("value history not available: %s", err)
+        controller.report(f"value history not available: {err}", ERROR)
+    else:
+        session.add_value_listener(controller.value_history.record)
     if setup:
         try:
             session.load_setup(setup)

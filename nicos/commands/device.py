@@ -32,7 +32,7 @@ user_log = logging.getLogger("nicos")
 _WAITABLE = (Moveable, Measurable)
 
 
-def _start_all(pairs: list[tuple[Moveable, Any]]) -> list[Moveable]:
+def start_all(pairs: list[tuple[Moveable, Any]]) -> list[Moveable]:
     """Check every target first, then start the devices one by one; if one
     refuses, the ones already started are stopped again."""
     checked = [(device, device.check_target(target)) for device, target in pairs]
@@ -53,7 +53,7 @@ def move(session: Session, *dev_target_pairs: Any) -> None:
 
     All targets are checked (limits!) before any device moves.
     """
-    _start_all(device_target_pairs(session, info_of(move), dev_target_pairs))
+    start_all(device_target_pairs(session, info_of(move), dev_target_pairs))
 
 
 @usercommand(needs="a device and a target", example="maw(mono, 2.5)")
@@ -63,7 +63,7 @@ def maw(session: Session, *dev_target_pairs: Any) -> None:
     All targets are checked before any device moves.  Stopping the script
     while waiting stops the devices (and says where they stopped).
     """
-    started = _start_all(device_target_pairs(session, info_of(maw), dev_target_pairs))
+    started = start_all(device_target_pairs(session, info_of(maw), dev_target_pairs))
     wait_for_devices(session, started)
 
 

@@ -37,6 +37,12 @@ class DaemonHooks:
         BREAK_AFTER_STEP or higher) cuts the wait short and is acted on."""
         time.sleep(max(0.0, seconds))
 
+    def sleep_at_level(self, seconds: float, level: int) -> None:
+        """Like ``sleep``, but only a break or stop request of at least
+        ``level`` cuts the wait short (counting waits at BREAK_NOW, so that
+        "break after step" lets the count finish).  The default is ``sleep``."""
+        self.sleep(seconds)
+
     def register_emergency_stop(self, func: Callable[[], None]) -> None:
         """Have ``func()`` called, from any thread, when the user asks for an
         emergency stop.  The session registers exactly one function."""

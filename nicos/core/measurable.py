@@ -70,8 +70,27 @@ class Measurable(Readable):
     """A device that counts for a preset (a detector)."""
 
     def start(self, **preset: Any) -> None:
-        """Begin a count; ``preset`` such as ``t=5`` says when it ends."""
-        self.doStart(preset)
+        """Begin a count; ``preset`` such as ``t=5`` says when it ends.
+        A wrong preset is refused before anything starts."""
+        preset = self.check_preset(preset)
+        dry_run = self._session.dry_run
+        if dry_run is not None:
+            dry_run.count(self, self.estimate_count_time(preset))
+        else:
+            self.doStart(preset)
+
+    def check_preset(self, preset: dict[str, Any]) -> dict[str, Any]:
+        """The preset to count with (defaults filled in); raises UsageError
+        for a preset the device does not know."""
+        return self.doCheckPreset(dict(preset))
+
+    def estimate_count_time(self, preset: dict[str, Any]) -> float:
+        """Seconds a count with ``preset`` would take (0 if unknown)."""
+        try:
+            seconds = float(self.doEstimateCountTime(preset))
+        except Exception:  # noqa: BLE001 - an estimate must never break a dry run
+            return 0.0
+        return seconds if seconds > 0 and seconds != float("inf") else 0.0
 
     def wait(self) -> list[Any]:
         """Wait until the count is over; returns ``read()``."""
@@ -82,11 +101,17 @@ class Measurable(Readable):
 
     def finish(self) -> None:
         """End the count now, keeping the data counted so far."""
-        self.doFinish()
+        if self._session.dry_run is not None:
+            self._session.dry_run.stop(self)
+        else:
+            self.doFinish()
 
     def stop(self) -> None:
         """Abort the count (may be called from any thread)."""
-        self.doStop()
+        if self._session.dry_run is not None:
+            self._session.dry_run.stop(self)
+        else:
+            self.doStop()
 
     def during_wait(self) -> None:
         """Called in every round of waiting for this device (in the waiting
@@ -96,9 +121,23 @@ class Measurable(Readable):
         """``(name, unit)`` of each number ``read()`` returns."""
         return []
 
+    def value_types(self) -> list[str]:
+        """What each number of ``read()`` is: ``time``, ``monitor``,
+        ``counter`` or ``other`` (plots pick their default curve by it)."""
+        return ["other"] * len(self.value_info())
+
     def read_arrays(self) -> list[numpy.ndarray]:
         """The array data (images) of the last or current count."""
         return []
+
+    def _simulated_value(self) -> Any:
+        return [0] * len(self.value_info())
+
+    def doCheckPreset(self, preset: dict[str, Any]) -> dict[str, Any]:
+        return preset
+
+    def doEstimateCountTime(self, preset: dict[str, Any]) -> float:
+        return float(preset.get("t", 0.0))
 
     def doStart(self, preset: dict[str, Any]) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement doStart()")

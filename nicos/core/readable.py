@@ -31,13 +31,15 @@ class Readable(Device):
     def read(self, maxage: float | None = None) -> Any:
         """The current value (``maxage`` is accepted for compatibility; values
         are always fresh from the device)."""
-        value = self._raw_to_user(self.doRead())
+        dry_run = self._session.dry_run
+        value = dry_run.read(self) if dry_run is not None else self._raw_to_user(self.doRead())
         self._session.publish(self._name, "value", value)
         return value
 
     def status(self, maxage: float | None = None) -> Status:
         """``(code, text)``: OK, BUSY, WARN, ERROR, UNKNOWN and what it means."""
-        code, text = self.doStatus()
+        dry_run = self._session.dry_run
+        code, text = dry_run.status(self) if dry_run is not None else self.doStatus()
         status = (int(code), str(text))
         self._session.publish(self._name, "status", status)
         return status
@@ -69,6 +71,11 @@ class Readable(Device):
     def doRead(self) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must implement doRead()")
 
+    def _simulated_value(self) -> Any:
+        """The value in a dry run while nothing has set it (see dryrun.py):
+        by default read from the device, which suits virtual devices."""
+        return self._raw_to_user(self.doRead())
+
     def doStatus(self) -> Status:
         return (OK, "")
 
@@ -96,7 +103,12 @@ class Moveable(Readable):
         InvalidValueError or LimitError) before anything moves."""
         target = self.check_target(target)
         self._store_param("target", target)
-        self.doStart(self._user_to_raw(target))
+        dry_run = self._session.dry_run
+        if dry_run is not None:
+            dry_run.start(self, target)
+            self.read()  # tell listeners where it is now
+        else:
+            self.doStart(self._user_to_raw(target))
 
     move = start
 
@@ -133,7 +145,20 @@ class Moveable(Readable):
     def stop(self) -> None:
         """Stop moving now; harmless when not moving.  May be called from any
         thread (emergency stop)."""
-        self.doStop()
+        dry_run = self._session.dry_run
+        if dry_run is not None:
+            dry_run.stop(self)
+        else:
+            self.doStop()
+
+    def estimate_time(self, old: Any, new: Any) -> float:
+        """Seconds a move from ``old`` to ``new`` (user values) would take;
+        0 when the device cannot tell.  Used by dry runs."""
+        try:
+            seconds = float(self.doEstimateTime(self._user_to_raw(old), self._user_to_raw(new)))
+        except Exception:  # noqa: BLE001 - an estimate must never break a dry run
+            return 0.0
+        return seconds if seconds > 0 and seconds != float("inf") else 0.0
 
     # ---------------------------------------------------- for subclasses
 
@@ -145,6 +170,10 @@ class Moveable(Readable):
 
     def doIsAllowed(self, target: Any) -> tuple[bool, str]:
         return True, ""
+
+    def doEstimateTime(self, old: Any, new: Any) -> float:
+        """Seconds to move from raw value ``old`` to ``new``."""
+        return 0.0
 
     def _user_to_raw(self, target: Any) -> Any:
         """User target to hardware target (offset devices override this)."""

@@ -13,7 +13,9 @@ shut down and the namespace updated.  Startup code of newly loaded
 setups runs last; if it fails the setup stays loaded and the error is
 raised.
 
-The daemon is reached only through ``hooks`` (see hooks.py).
+The daemon is reached only through ``hooks`` (see hooks.py).  Scan data
+go to ``datadir`` (see nicos.data); a session made with ``dry_run=True``
+runs scripts without moving anything (see dryrun.py).
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from typing import Any
 from nicos.core.clock import Clock, RealClock
 from nicos.core.device import Device, suggestion
 from nicos.core.devicefactory import DeviceBuilder, import_device_class
+from nicos.core.dryrun import DryRun
 from nicos.core.errors import ConfigurationError, NicosError, UsageError
 from nicos.core.hooks import DaemonHooks
 from nicos.core.paths import make_facility_code_importable, setup_search_path
 from nicos.core.setupcatalog import SetupCatalog
 from nicos.core.setupfile import DeviceConfig, SetupInfo
 from nicos.core.usercommand import bind_command, commands_in
+from nicos.data.manager import DataManager
 
 log = logging.getLogger("nicos")
 
@@ -42,6 +46,7 @@ STANDARD_COMMAND_MODULES = (
     "nicos.commands.basic",
     "nicos.commands.device",
     "nicos.commands.setups",
+    "nicos.commands.scan",
 )
 
 ValueListener = Callable[[float, str, Any], None]
@@ -53,10 +58,16 @@ class Session:
     def __init__(self, setup_paths: Sequence[Path] | None = None, *,
                  hooks: DaemonHooks | None = None, clock: Clock | None = None,
                  namespace: dict[str, Any] | None = None,
-                 command_modules: Sequence[str] = STANDARD_COMMAND_MODULES) -> None:
+                 command_modules: Sequence[str] = STANDARD_COMMAND_MODULES,
+                 datadir: Path | None = None, dry_run: bool = False) -> None:
         make_facility_code_importable()
         self.hooks = hooks if hooks is not None else DaemonHooks()
         self.clock: Clock = clock if clock is not None else RealClock()
+        # where scan files go (None: nowhere, data stay in memory)
+        self.datadir = Path(datadir) if datadir is not None else None
+        self.data = DataManager(self.hooks.emit, self.datadir)
+        # in a dry run nothing moves or counts (see dryrun.py)
+        self.dry_run: DryRun | None = DryRun(self) if dry_run else None
         self.catalog = SetupCatalog(setup_paths if setup_paths is not None
                                     else setup_search_path())
         self.namespace: dict[str, Any] = namespace if namespace is not None else {}

@@ -1,8 +1,10 @@
 """Waiting for devices to finish, in a way the user can interrupt.
 
-Every poll round is a breakpoint of level BREAK_AFTER_STEP, and the pause
-between rounds is the hooks' interruptible sleep: a break or stop from a
-client reaches a script that waits for a long move within one round.
+Every poll round is a breakpoint of level BREAK_AFTER_STEP (BREAK_NOW when
+waiting for a count), and the pause between rounds is the hooks'
+interruptible sleep: a break or stop from a client reaches a script that
+waits for a long move within one round.  In a dry run nothing is polled:
+virtual time jumps to the end of the last motion or count.
 
 If the wait is left by an interruption (the script controller's stop
 exception, KeyboardInterrupt, or any unexpected error) while devices are
@@ -32,17 +34,25 @@ POLL_INTERVAL = 0.05
 
 
 def wait_for_devices(session: Session, devices: Iterable[Readable],
-                     poll_interval: float = POLL_INTERVAL) -> None:
-    """Return when none of ``devices`` is busy any more; raise the first failure."""
+                     poll_interval: float = POLL_INTERVAL,
+                     level: int = BREAK_AFTER_STEP) -> None:
+    """Return when none of ``devices`` is busy any more; raise the first failure.
+
+    ``level``: the break level of the breakpoints in the poll loop (counting
+    uses BREAK_NOW, so that "break after step" waits for the count).
+    """
     pending = list(dict.fromkeys(devices))
+    if session.dry_run is not None:
+        session.dry_run.wait(pending)
+        return
     failures: list[NicosError] = []
     try:
         while True:
             pending = _still_busy(pending, failures)
             if not pending:
                 break
-            session.hooks.breakpoint(BREAK_AFTER_STEP)
-            session.hooks.sleep(poll_interval)
+            session.hooks.breakpoint(level)
+            session.hooks.sleep_at_level(poll_interval, level)
     except BaseException as interruption:
         stop_devices_after(pending, _reason(interruption))
         raise

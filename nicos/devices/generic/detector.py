@@ -63,6 +63,11 @@ class Detector(Measurable):
     def value_info(self) -> list[tuple[str, str]]:
         return [(ch.name, ch.unit) for ch in self.channels()]
 
+    def value_types(self) -> list[str]:
+        kinds = {"timers": "time", "monitors": "monitor", "counters": "counter",
+                 "images": "counter"}
+        return [kind for key, kind in kinds.items() for _ in self._attached_device(key)]
+
     def _preset_channel(self, key: str) -> Channel:
         timers = self._attached_device("timers")
         if key == "t" and timers:
@@ -77,14 +82,29 @@ class Detector(Measurable):
 
     # -------------------------------------------------------------- count
 
-    def doStart(self, preset: dict[str, Any]) -> None:
+    def doCheckPreset(self, preset: dict[str, Any]) -> dict[str, Any]:
         preset = dict(preset) if preset else dict(self._params["lastpreset"] or DEFAULT_PRESET)
-        masters = []
         for key, value in preset.items():
-            channel = self._preset_channel(key)
+            self._preset_channel(key)
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or value <= 0:
                 raise UsageError(f"{self}: preset {key}={value!r} must be a positive number")
-            masters.append((channel, float(value)))
+        return preset
+
+    def doEstimateCountTime(self, preset: dict[str, Any]) -> float:
+        """The time preset, or the shortest time a channel preset needs at
+        the channel's count rate (at the top of the peak)."""
+        times = []
+        for key, value in preset.items():
+            if key == "t":
+                times.append(float(value))
+                continue
+            rate = getattr(self._preset_channel(key), "countrate", None)
+            if isinstance(rate, (int, float)) and rate > 0:
+                times.append(float(value) / rate)
+        return min(times, default=0.0)
+
+    def doStart(self, preset: dict[str, Any]) -> None:
+        masters = [(self._preset_channel(key), float(value)) for key, value in preset.items()]
         with self._lock:
             self._end_count(None)
             for channel in self.channels():

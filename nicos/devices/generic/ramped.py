@@ -82,6 +82,10 @@ class RampedMoveable(CanFail, HasLimits):
     def doStop(self) -> None:
         self._halt()
 
+    def doEstimateTime(self, old: float, new: float) -> float:
+        rate = self._rate()
+        return abs(new - old) / rate if rate > 0 else 0.0
+
     def _halt(self) -> float:
         """Stop a travel (if any); the raw value where the device now rests."""
         with self._motion_lock:
