@@ -53,6 +53,7 @@ class DaemonConfig:
     trustedhosts: tuple[IPNetwork, ...] = ()
     maxlogins: int = 10
     reuseaddress: bool = True
+    autosimulate: bool = False
     updateinterval: float = 0.2
     datadir: Path = Path("data")
     logdir: Path = Path("log")
@@ -298,6 +299,7 @@ _CONVERTERS: dict[str, Callable[[str, object, _Context], dict[str, Any]]] = {
     "trustedhosts": _convert_trustedhosts,
     "maxlogins": _int_converter(1, 10_000),
     "reuseaddress": _convert_bool,
+    "autosimulate": _convert_bool,
     "updateinterval": _float_converter(0.01, 3600.0),
     "datadir": _convert_path,
     "logdir": _convert_path,

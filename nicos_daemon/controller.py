@@ -35,6 +35,9 @@ from nicos.protocols.daemon import (
     BREAK_IMMEDIATE,
     ERROR,
     INPUT,
+    SIM_FAILED,
+    SIM_PENDING,
+    SIM_SUCCESS,
     STATUS_IDLE,
     STATUS_IDLEEXC,
     STATUS_INBREAK,
@@ -105,6 +108,7 @@ class ScriptController:
         self._blocks: list[Any] = []
         self._next_block = 0
         self._watch: dict[str, str | None] = {}
+        self._eta: list = [SIM_PENDING, -1]
         self._shutdown = threading.Event()
         self._script_thread: threading.Thread | None = None
         self._sampler_thread: threading.Thread | None = None
@@ -246,7 +250,32 @@ class ScriptController:
             self.bus.emit("request", request.serialize())
             self._wakeup.notify_all()
         log.info("%s queued request %s (%s)", user.name, request.reqid, name or "unnamed")
+        if getattr(self.config, "autosimulate", False):
+            self._dry_run_queued(request)
         return request.reqid
+
+    def _dry_run_queued(self, request: ScriptRequest) -> None:
+        """Dry-run a queued script (config ``autosimulate``): an ETA for
+        clients, and a warning before it runs when the dry run finds problems."""
+        if self.simulations is None or self.session is None:
+            return
+
+        def on_result(simid: str, stoptime: float, devinfo: dict) -> None:
+            ok = stoptime >= 0
+            with self._lock:
+                self._eta = [SIM_SUCCESS if ok else SIM_FAILED, stoptime]
+            self.bus.emit("eta", list(self._eta))
+            if not ok:
+                self._message(f"dry run of {request.name or 'request ' + request.reqid} "
+                              "found problems: see the simulation messages; it will run "
+                              "anyway unless removed from the queue", WARNING)
+
+        try:
+            self.simulations.start(self.session, request.name or "", request.text,
+                                   "dryrun-" + request.reqid, request.user,
+                                   on_result=on_result, quiet=False)
+        except CommandError as err:
+            log.warning("no dry run for %s: %s", request.reqid, err)
 
     def unqueue(self, reqid: str, user: User) -> None:
         """Remove one queued request, or all with ``*``."""
@@ -669,7 +698,7 @@ class ScriptController:
                 "status": list(self._status),
                 "script": shown.text if shown else "",
                 "scriptname": (shown.name or "") if shown else "",
-                "eta": [1, -1],
+                "eta": list(self._eta),
                 "watch": {k: v for k, v in self._watch.items() if v is not None},
                 "requests": [r.serialize() for r in self._queue],
                 "mode": "master",

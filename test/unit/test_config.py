@@ -65,6 +65,7 @@ pam_defaultlevel = "user"
 trustedhosts = ["127.0.0.1", "10.1.0.0/16", "fd00::/8"]
 maxlogins = 3
 reuseaddress = false
+autosimulate = true
 updateinterval = 1
 datadir = "var/data"
 logdir = "/var/log/nicos"
@@ -112,6 +113,7 @@ def test_every_key_is_read(tmp_path):
     assert config.throttle_failures == 9
     assert config.throttle_window == 30.5
     assert config.allow_insecure is True
+    assert config.autosimulate is True
     assert {name: (e.hash, e.level) for name, e in config.passwd.items()} == {
         "alice": (HASH, 20), "bob": (HASH, 10),
     }
