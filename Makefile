@@ -8,7 +8,10 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS := test,gui,pam
 
-.PHONY: run test install lint bench clean
+FUZZ_TARGETS ?= frames codec dispatch
+FUZZ_SECONDS ?= 300
+
+.PHONY: run test install lint bench fuzz clean
 
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +36,18 @@ lint: install
 bench: install
 	$(VPY) -m pip install --quiet -e '.[bench]'
 	$(VPY) bench/trace_overhead.py
+
+# Long coverage-guided runs (atheris), FUZZ_SECONDS per target; not part of `make test`,
+# which runs the short hypothesis versions. See fuzz/README.md.
+fuzz: install
+	$(VPY) -m pip install --quiet -e '.[fuzz]'
+	@for target in $(FUZZ_TARGETS); do \
+		mkdir -p .cache/fuzz/$$target || exit 1; \
+		echo "fuzzing $$target for $(FUZZ_SECONDS) s"; \
+		$(VPY) fuzz/fuzz_daemon.py $$target -max_total_time=$(FUZZ_SECONDS) \
+			-rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 -print_final_stats=1 \
+			-artifact_prefix=.cache/fuzz/$$target- .cache/fuzz/$$target || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info pyctl/*.so

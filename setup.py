@@ -25,6 +25,7 @@ setup(
         "pam": ["python-pam>=2.0"],
         "test": ["pytest>=7", "pytest-timeout>=2", "pytest-qt>=4", "hypothesis>=6", "pexpect>=4.8", "ruff>=0.5"],
         "bench": ["nicos-pyctl==1.4.1", "psutil>=5"],
+        "fuzz": ["atheris>=2.3"],
     },
     entry_points={
         "console_scripts": [

@@ -65,6 +65,12 @@ class DaemonConfig:
     throttle_failures: int = 5
     throttle_window: float = 60.0
     allow_insecure: bool = False
+    allow_weak_passwords: bool = False
+    # TLS on both sockets; off unless certificate and key are configured.
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    tls_cafile: Path | None = None
+    tls_require_client_cert: bool = False
     # The file the values came from (None: built-in defaults only).
     source: Path | None = None
 
@@ -72,6 +78,11 @@ class DaemonConfig:
     def address(self) -> tuple[str, int]:
         """``(host, port)`` as passed to ``socket.bind``."""
         return (self.host, self.port)
+
+    @property
+    def tls(self) -> bool:
+        """Whether clients must connect with TLS."""
+        return self.tls_certfile is not None
 
     @property
     def server(self) -> str:
@@ -204,14 +215,19 @@ def _convert_passwd(key: str, value: object, ctx: _Context) -> dict[str, Any]:
         unknown = sorted(set(entry) - {"hash", "level"})
         if unknown:
             raise ctx.fail(f"{entry_key}.{unknown[0]}", "unknown key (allowed: hash, level)")
-        for required in ("hash", "level"):
-            if required not in entry:
-                raise ctx.fail(entry_key, f"missing {required!r}")
+        if "hash" not in entry:
+            raise ctx.fail(entry_key, "missing 'hash'; create one with 'nicos-daemon "
+                                      "--hash-password' (an account without a password "
+                                      "needs hash = \"\" and allow_weak_passwords = true)")
+        if "level" not in entry:
+            raise ctx.fail(entry_key, "missing 'level'")
         stored = entry["hash"]
         if not isinstance(stored, str):
             # The value itself is not echoed: it might be a password typed in by mistake.
             raise ctx.fail(f"{entry_key}.hash", f"expected a string, got {type(stored).__name__}")
-        problem = hash_problem(stored)
+        # An empty hash (no password) is judged in _check_consistency, which knows
+        # whether allow_weak_passwords is set, wherever in the file that key is.
+        problem = hash_problem(stored) if stored else None
         if problem is not None:
             raise ctx.fail(f"{entry_key}.hash", f"{problem}; create one with "
                                                 "'nicos-daemon --hash-password'")
@@ -311,6 +327,11 @@ _CONVERTERS: dict[str, Callable[[str, object, _Context], dict[str, Any]]] = {
     "throttle_failures": _int_converter(1, 1000),
     "throttle_window": _float_converter(0.1, 86_400.0),
     "allow_insecure": _convert_bool,
+    "allow_weak_passwords": _convert_bool,
+    "tls_certfile": _convert_path,
+    "tls_keyfile": _convert_path,
+    "tls_cafile": _convert_path,
+    "tls_require_client_cert": _convert_bool,
 }
 
 CONFIG_KEYS: tuple[str, ...] = tuple(_CONVERTERS)
@@ -337,7 +358,42 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {err}") from None
 
 
+def _check_tls_keys(config: DaemonConfig, origin: str) -> None:
+    # The files themselves are loaded at start-up (nicos_daemon.tls), like rsakey.
+    if (config.tls_certfile is None) != (config.tls_keyfile is None):
+        given, missing = (("tls_certfile", "tls_keyfile") if config.tls_keyfile is None
+                          else ("tls_keyfile", "tls_certfile"))
+        raise ConfigError(f"{origin}: key {given!r} is set but {missing!r} is not; TLS "
+                          "needs both (they may name the same file if it holds both)")
+    if config.tls_require_client_cert and config.tls_cafile is None:
+        raise ConfigError(f"{origin}: key 'tls_require_client_cert' needs 'tls_cafile', "
+                          "the CA certificate(s) that client certificates must be signed by")
+    if config.tls_cafile is not None and not config.tls_require_client_cert:
+        raise ConfigError(f"{origin}: key 'tls_cafile' is only used with "
+                          "tls_require_client_cert = true")
+    if config.tls_require_client_cert and not config.tls:
+        raise ConfigError(f"{origin}: key 'tls_require_client_cert' needs TLS, i.e. "
+                          "'tls_certfile' and 'tls_keyfile'")
+
+
+def _check_passwordless_users(config: DaemonConfig, origin: str) -> None:
+    # Checked whatever the authmethod: the entry would become a live account as soon
+    # as someone switches to "list".
+    for name, entry in config.passwd.items():
+        if entry.hash:
+            continue
+        if not config.allow_weak_passwords:
+            raise ConfigError(
+                f"{origin}: key 'passwd.{name}.hash': the hash is empty, so user {name!r} "
+                "would have no password and anyone could log in as them with an empty "
+                "one; create a hash with 'nicos-daemon --hash-password', or set "
+                "allow_weak_passwords = true if you really mean it")
+        log.warning("user %r has no password (allow_weak_passwords): anyone who can "
+                    "reach the daemon can log in as %r", name, name)
+
+
 def _check_consistency(config: DaemonConfig, origin: str) -> None:
+    _check_tls_keys(config, origin)
     if config.authmethod == "none" and not is_loopback_host(config.host):
         if not config.allow_insecure:
             raise ConfigError(
@@ -347,6 +403,7 @@ def _check_consistency(config: DaemonConfig, origin: str) -> None:
             )
         log.warning("authmethod 'none' on %s with allow_insecure: anyone who can reach "
                     "this port has full control", config.server)
+    _check_passwordless_users(config, origin)
     if config.authmethod == "list" and not config.passwd:
         log.warning("%s: authmethod 'list' without [passwd] users: nobody can log in",
                     origin)
@@ -382,6 +439,7 @@ def load_config(
         fields.update(_convert_all(overrides, _Context("overrides", cwd)))
     config = DaemonConfig(**fields, source=source)
     _check_consistency(config, origin)
-    log.info("configuration loaded from %s: server %s, authmethod %s, setup %s",
-             origin, config.server, config.authmethod, config.setup)
+    log.info("configuration loaded from %s: server %s, authmethod %s, setup %s%s",
+             origin, config.server, config.authmethod, config.setup,
+             ", TLS" if config.tls else "")
     return config

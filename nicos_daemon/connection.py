@@ -16,10 +16,10 @@ import time
 
 from nicos.protocols.daemon.framing import (
     BadStartByte,
+    BufferedCommandReader,
     ConnectionClosed,
     FrameError,
     FrameTooLarge,
-    read_command,
 )
 
 from .common import User
@@ -35,6 +35,36 @@ CONTROL_SEND_TIMEOUT = 60.0
 # before the client has read the reason.
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 1024 * 1024
+# A logged-in peer that has vanished (power loss, cable pulled: no FIN, no RST) is
+# detected after KEEPALIVE_IDLE + KEEPALIVE_PROBES * KEEPALIVE_INTERVAL seconds of
+# silence, or when data we sent stays unacknowledged for UNACKED_TIMEOUT seconds.
+KEEPALIVE_IDLE = 60
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_PROBES = 6
+UNACKED_TIMEOUT = 120.0
+
+
+def enable_keepalive(sock: socket.socket) -> None:
+    """Make the kernel probe an idle connection and drop it when the peer is gone.
+
+    Logged-in connections have no read timeout (clients may idle for hours), so a
+    client whose machine vanished without FIN or RST would otherwise keep its login
+    slot and its event queue forever. A live peer's kernel answers the probes, so
+    idle clients are not affected.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        # Not every platform has the tuning knobs; the system defaults (hours on
+        # Linux) are still better than nothing.
+        for option, value in ((getattr(socket, "TCP_KEEPIDLE", None), KEEPALIVE_IDLE),
+                              (getattr(socket, "TCP_KEEPINTVL", None), KEEPALIVE_INTERVAL),
+                              (getattr(socket, "TCP_KEEPCNT", None), KEEPALIVE_PROBES),
+                              (getattr(socket, "TCP_USER_TIMEOUT", None),
+                               int(UNACKED_TIMEOUT * 1000))):
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError as err:  # e.g. the peer is already gone: the reads will notice
+        log.debug("cannot enable TCP keepalive: %s", err)
 
 
 def set_send_timeout(sock: socket.socket, seconds: float) -> None:
@@ -89,6 +119,7 @@ class ClientConnection:
                  event_queue_limit: int, event_byte_limit: int = DEFAULT_BYTE_LIMIT,
                  max_command_bytes: int, send_timeout: float = DEFAULT_SEND_TIMEOUT) -> None:
         self.control = control
+        enable_keepalive(control)  # here, so it is on before the login reply goes out
         self.peer = peer
         self.user = user
         self.queue = EventQueue(event_queue_limit, event_byte_limit, self.on_overflow)
@@ -154,10 +185,11 @@ class ClientConnection:
         set_send_timeout(self.control, CONTROL_SEND_TIMEOUT)
         last_frame: bytes | None = None
         linger = True
+        reader = BufferedCommandReader(self.control, self.max_command_bytes)
         try:
             while not self._closing:
                 try:
-                    code, payload = read_command(self.control, self.max_command_bytes)
+                    code, payload = reader.read()
                 except FrameTooLarge as err:
                     self._ending(f"oversized command: {err}", logging.WARNING)
                     last_frame = error_reply(str(err)).frame
@@ -199,6 +231,7 @@ class ClientConnection:
         with self._lock:
             if self._closing or self._event_sock is not None:
                 return False
+            enable_keepalive(sock)  # before the first event is sent
             self._event_sock = sock
         return True
 

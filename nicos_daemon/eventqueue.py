@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -20,9 +21,12 @@ log = logging.getLogger("nicos_daemon.eventqueue")
 
 DEFAULT_BYTE_LIMIT = 64 * 1024 * 1024
 DEFAULT_SEND_TIMEOUT = 60.0
-# Frames are joined into one send of up to this size, to save system calls when a
-# burst of small events is waiting.
+# A burst of waiting frames goes out in one system call of up to this size. The
+# frames are handed to sendmsg() as they are, never joined: joined copies of this size
+# are "large" allocations for glibc, and freeing them raises its mmap threshold, after
+# which such buffers fragment the heap and the daemon's RSS grows with every burst.
 _BATCH_BYTES = 256 * 1024
+_BATCH_FRAMES = 512  # below IOV_MAX (1024 on Linux)
 
 
 class EventQueue:
@@ -100,9 +104,9 @@ class EventQueue:
 
     # -- consumer side (the client's event thread) ---------------------------------
 
-    def _next_batch(self) -> tuple[bytes, float] | None:
-        """Wait for frames; return them joined with the send timeout to use, or None
-        when the queue is closed and nothing (more) is to be sent."""
+    def _next_batch(self) -> tuple[list[bytes], float] | None:
+        """Wait for frames; return a batch of them with the send timeout to use, or
+        None when the queue is closed and nothing (more) is to be sent."""
         with self._cond:
             while True:
                 while not self._frames and not self._closed:
@@ -114,14 +118,14 @@ class EventQueue:
                         return None
                 parts: list[bytes] = []
                 size = 0
-                while self._frames and size < _BATCH_BYTES:
+                while self._frames and size < _BATCH_BYTES and len(parts) < _BATCH_FRAMES:
                     event, frame = self._frames.popleft()
                     self._bytes -= len(frame)
                     if event not in self._masked:
                         parts.append(frame)
                         size += len(frame)
                 if parts:
-                    return b"".join(parts), (remaining if remaining is not None else -1.0)
+                    return parts, (remaining if remaining is not None else -1.0)
 
     def run_sender(self, sock: socket.socket, send_timeout: float = DEFAULT_SEND_TIMEOUT) -> None:
         """Send queued frames to ``sock`` until the queue is closed.
@@ -133,9 +137,26 @@ class EventQueue:
             batch = self._next_batch()
             if batch is None:
                 return
-            data, flush_remaining = batch
+            parts, flush_remaining = batch
             timeout = send_timeout if flush_remaining < 0 else min(send_timeout, flush_remaining)
             if timeout != current_timeout:
                 sock.settimeout(timeout)
                 current_timeout = timeout
-            sock.sendall(data)
+            send_frames(sock, parts)
+
+
+def send_frames(sock: socket.socket, parts: list[bytes]) -> None:
+    """Send all ``parts`` in order with as few system calls as possible."""
+    if isinstance(sock, ssl.SSLSocket):  # no sendmsg() on TLS sockets
+        sock.sendall(b"".join(parts))
+        return
+    pending: list[bytes | memoryview] = list(parts)
+    while pending:
+        sent = sock.sendmsg(pending)
+        done = 0
+        while done < len(pending) and sent >= len(pending[done]):
+            sent -= len(pending[done])
+            done += 1
+        del pending[:done]
+        if pending and sent:
+            pending[0] = memoryview(pending[0])[sent:]

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from nicos.protocols.daemon import (
     ADMIN,
     GUEST,
+    MAX_REPLY_PAYLOAD,
     STATUS_IDLE,
     STATUS_IDLEEXC,
     USER,
@@ -35,6 +36,7 @@ from .common import CommandError, User
 log = logging.getLogger("nicos_daemon.handler")
 
 MAX_LIST_ITEMS = 10_000
+_REPLY_HEADER_BYTES = 5  # start byte and u32 length of an STX/NAK frame
 MAX_TRANSFER_BYTES = 16 * 1024 * 1024
 _VALID_LEVELS = range(1, 6)  # break/stop levels, §8.2
 _LOG_ARG_CHARS = 60
@@ -209,11 +211,21 @@ class Reply:
 
 
 def make_reply(ok: bool, value: Any, close: bool = False) -> Reply:
+    """Encode a reply; a result that cannot be encoded, or is larger than clients
+    accept, becomes a refusal saying so (the client would otherwise drop the
+    connection on the oversize frame without learning why)."""
     try:
         frame = encode_reply(ok, value)
     except CodecError as err:
         log.warning("reply cannot be encoded: %s", err)
         ok, value = False, f"cannot send the result: {err}"
+        frame = encode_reply(False, value)
+    size = len(frame) - _REPLY_HEADER_BYTES
+    if size > MAX_REPLY_PAYLOAD:
+        log.warning("reply of %d bytes refused: over the limit of %d", size,
+                    MAX_REPLY_PAYLOAD)
+        ok, value = False, (f"the result of {size} bytes exceeds the reply limit of "
+                            f"{MAX_REPLY_PAYLOAD} bytes")
         frame = encode_reply(False, value)
     return Reply(ok, value, frame, close)
 

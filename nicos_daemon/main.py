@@ -21,7 +21,9 @@ from .auth.passwords import hash_password_interactive
 from .auth.rsakeys import KeyFileError, ServerKey
 from .config import ConfigError, DaemonConfig, load_config
 from .events import EventBus
+from .memory import limit_heap_retention
 from .server import Server
+from .tls import TLSSetupError, server_context
 
 log = logging.getLogger("nicos_daemon.main")
 
@@ -41,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TOML configuration file (default: built-in defaults)")
     parser.add_argument("--hash-password", action="store_true",
                         help="ask for a password, print its hash for [passwd.<name>], exit")
+    parser.add_argument("--allow-weak-passwords", action="store_true",
+                        help="with --hash-password: hash a weak or empty password anyway "
+                             "(not recommended)")
     parser.add_argument("--bind", metavar="HOST:PORT",
                         help="listen on this address instead of the configured 'server'")
     parser.add_argument("--setup", metavar="NAME", help="instrument setup to load")
@@ -88,11 +93,13 @@ def serve(config: DaemonConfig, wait: Callable[[], None], *,
     try:
         server_key = ServerKey.load_or_create(config.rsakey)
         authenticator = make_authenticator(config)
-    except (KeyFileError, ImportError, OSError) as err:
+        tls_context = server_context(config)
+    except (KeyFileError, TLSSetupError, ImportError, OSError) as err:
         log.error("cannot start: %s", err)
         return 2
     controller = controller_factory(bus, config)
-    server = Server(config, controller, bus, server_key, authenticator)
+    server = Server(config, controller, bus, server_key, authenticator,
+                    tls_context=tls_context)
     controller.start_threads()
     try:
         server.start()
@@ -152,10 +159,17 @@ class SignalWaiter:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.allow_weak_passwords and not args.hash_password:
+        # Not silently ignored: the daemon's own override is a configuration key.
+        parser.error("--allow-weak-passwords only goes with --hash-password; for users "
+                     "without a password set allow_weak_passwords = true in the "
+                     "configuration")
     if args.hash_password:
-        return hash_password_interactive()
+        return hash_password_interactive(allow_weak=args.allow_weak_passwords)
     setup_logging(args.verbose)
+    limit_heap_retention()
     overrides: dict[str, object] = {}
     if args.bind is not None:
         overrides["server"] = args.bind
@@ -173,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def announce(server: Server) -> None:
         host, port = server.address
-        print(f"nicos-daemon listening on {host}:{port} (authmethod {config.authmethod})",
+        tls = ", TLS only" if config.tls else ""
+        print(f"nicos-daemon listening on {host}:{port} (authmethod {config.authmethod}{tls})",
               flush=True)
 
     waiter = SignalWaiter()

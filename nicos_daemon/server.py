@@ -9,16 +9,23 @@ id within ``login_timeout`` and then decides (§1.2):
   its events from now on;
 * the key belongs to a connection still in its handshake: refused (closed), so an event
   stream is never attached before login (§11.3);
+* the key belongs to a client that logged in but ended before its event connection
+  came: closed without a reply;
 * otherwise it is a new control connection: trusted-host check, banner, login, and then
   the thread serves the client's commands.
 
 Connections before login are limited per host and in total; logins by ``maxlogins``.
+
+With TLS configured, every connection (control and event alike) first completes a
+TLS handshake in its own thread, within the same ``login_timeout``; a peer whose first
+byte cannot start a TLS handshake gets a plain-text refusal instead.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -35,6 +42,7 @@ from nicos.protocols.daemon.framing import (
     read_command,
     recv_exact,
 )
+from nicos.protocols.daemon.tls import looks_like_tls
 
 from .access import ControlArbiter
 from .auth import Authenticator
@@ -48,6 +56,7 @@ from .eventqueue import DEFAULT_BYTE_LIMIT, DEFAULT_SEND_TIMEOUT
 from .events import EventBus
 from .handler import CommandHandler, Controller, error_reply
 from .login import MAX_HANDSHAKE_PAYLOAD, Gatekeeper, LoginRefused, make_banner
+from .tls import server_context
 
 log = logging.getLogger("nicos_daemon.server")
 
@@ -57,8 +66,16 @@ MAX_PENDING = 64
 # Events still queued at shutdown are sent for at most this long.
 SHUTDOWN_FLUSH_SECONDS = 2.0
 _ACCEPT_POLL_SECONDS = 1.0  # only a fallback: shutdown() wakes accept() directly
+# An event connection normally follows its login reply within milliseconds; the
+# upstream client gives up connecting after 30 s.
+_ENDED_KEY_SECONDS = 60.0
+_MAX_ENDED_KEYS = 1024  # bounds the memory a login/logout flood can pin
 
 Key = tuple[str, bytes]
+
+# Told (in plain text, since it cannot speak TLS) to a client without TLS.
+TLS_REQUIRED = ("this daemon accepts only TLS connections; connect with TLS "
+                "(nicos-client --tls, 'Use TLS' in nicos-gui)")
 
 
 class _DeadlineReader:
@@ -95,7 +112,8 @@ class Server:
                  max_pending_per_host: int = MAX_PENDING_PER_HOST,
                  max_pending: int = MAX_PENDING,
                  event_byte_limit: int = DEFAULT_BYTE_LIMIT,
-                 event_send_timeout: float = DEFAULT_SEND_TIMEOUT) -> None:
+                 event_send_timeout: float = DEFAULT_SEND_TIMEOUT,
+                 tls_context: ssl.SSLContext | None = None) -> None:
         self.config = config
         self.controller = controller
         self.bus = bus
@@ -109,6 +127,11 @@ class Server:
         self.max_pending = max_pending
         self.event_byte_limit = event_byte_limit
         self.event_send_timeout = event_send_timeout
+        # Given by the caller (serve() loads it before anything else starts), or built
+        # here from the configuration; raises nicos_daemon.tls.TLSSetupError.
+        if tls_context is None and config.tls:
+            tls_context = server_context(config)
+        self.tls_context = tls_context
 
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
@@ -121,6 +144,9 @@ class Server:
         self._over_limit_logged: set[str] = set()
         self._handshaking: set[Key] = set()
         self._awaiting_events: dict[Key, ClientConnection] = {}
+        # Keys of clients that ended while their event connection was still to come
+        # -> when to forget them.
+        self._ended: dict[Key, float] = {}
         self._clients: set[ClientConnection] = set()
         self._threads: set[threading.Thread] = set()
 
@@ -313,7 +339,15 @@ class Server:
 
     def _serve_connection(self, sock: socket.socket, ip: str) -> None:
         try:
-            reader = _DeadlineReader(sock, time.monotonic() + self.config.login_timeout)
+            deadline = time.monotonic() + self.config.login_timeout
+            if self.tls_context is not None:
+                # Here in the connection's own thread and within the login deadline:
+                # a peer that stalls its TLS handshake delays nobody else.
+                tls_sock = self._start_tls(sock, ip, deadline)
+                if tls_sock is None:
+                    return
+                sock = tls_sock
+            reader = _DeadlineReader(sock, deadline)
             try:
                 client_id = recv_exact(reader, CLIENT_ID_LEN)  # type: ignore[arg-type]
             except (OSError, FrameError) as err:
@@ -325,13 +359,22 @@ class Server:
             with self._changed:
                 client = self._awaiting_events.pop(key, None)
                 in_handshake = client is None and key in self._handshaking
-                if client is None and not in_handshake:
+                orphan = client is None and not in_handshake and self._take_ended(key)
+                if client is None and not in_handshake and not orphan:
                     self._handshaking.add(key)
             if client is not None:
                 self._serve_event_connection(sock, client)
             elif in_handshake:
                 log.warning("connection from %s refused: its id belongs to a connection "
                             "that has not logged in", ip)
+                self._close_pending(sock)
+            elif orphan:
+                # The event connection of a client whose control connection ended
+                # first. Taken as a new control connection it would get a banner that
+                # the client's event reader cannot parse, and hold a pre-login slot
+                # until the login timeout.
+                log.info("event connection from %s closed: its client has already "
+                         "ended", ip)
                 self._close_pending(sock)
             else:
                 try:
@@ -341,6 +384,71 @@ class Server:
                         self._handshaking.discard(key)
         finally:
             self._leave_pending(sock)
+
+    def _start_tls(self, sock: socket.socket, ip: str, deadline: float) -> ssl.SSLSocket | None:
+        """The server side of the TLS handshake on a new connection, before ``deadline``.
+
+        Returns the TLS socket, which takes the place of ``sock`` (now detached) among
+        the pending connections; or None after dropping the peer (socket closed, reason
+        logged).
+        """
+        assert self.tls_context is not None
+        timer = _DeadlineReader(sock, deadline)
+        try:
+            sock.settimeout(timer.remaining())
+            # Peeked, not read: a TLS client's first byte belongs to its handshake.
+            first = sock.recv(1, socket.MSG_PEEK)
+        except TimeoutError:
+            log.info("connection from %s dropped: it sent nothing within login_timeout", ip)
+            self._close_pending(sock)
+            return None
+        except OSError as err:
+            log.info("connection from %s closed before its TLS handshake: %s", ip,
+                     err or type(err).__name__)
+            self._close_pending(sock)
+            return None
+        if not first:
+            log.info("connection from %s closed before its TLS handshake", ip)
+            self._close_pending(sock)
+            return None
+        if not looks_like_tls(first):
+            # Most likely an upstream client; it shows this reason to its user.
+            log.warning("connection from %s refused: no TLS (this daemon requires TLS)", ip)
+            self._leave_pending(sock)
+            close_after_reply(sock, error_reply(TLS_REQUIRED).frame)
+            return None
+        with self._changed:
+            # Under the lock, so that shutdown() finds whichever of the two sockets
+            # is current and can wake this thread.
+            try:
+                tls_sock = self.tls_context.wrap_socket(sock, server_side=True,
+                                                        do_handshake_on_connect=False)
+            except OSError as err:
+                log.info("connection from %s lost before its TLS handshake: %s", ip,
+                         err or type(err).__name__)
+                self._close_pending(sock)
+                return None
+            pending_ip = self._pending_socks.pop(sock, None)
+            if pending_ip is not None:
+                self._pending_socks[tls_sock] = pending_ip
+        try:
+            tls_sock.settimeout(timer.remaining())
+            tls_sock.do_handshake()
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError) as err:
+            log.info("connection from %s closed during its TLS handshake: %s", ip,
+                     err or type(err).__name__)
+        except ssl.SSLError as err:
+            # E.g. our certificate rejected by the client, or no client certificate.
+            log.warning("TLS handshake with %s failed: %s", ip, err.reason or err)
+        except TimeoutError:
+            log.info("connection from %s dropped: TLS handshake not completed within "
+                     "login_timeout", ip)
+        except OSError as err:
+            log.info("TLS handshake with %s abandoned: %s", ip, err or type(err).__name__)
+        else:
+            return tls_sock
+        self._close_pending(tls_sock)
+        return None
 
     def _serve_event_connection(self, sock: socket.socket, client: ClientConnection) -> None:
         self._leave_pending(sock)
@@ -374,6 +482,10 @@ class Server:
         # Subscribed before the reply: the client misses no event after its login.
         self.bus.subscribe(client)
         try:
+            # Before the reply, not after: the client opens its event connection as soon
+            # as it has the reply, and that connection must not find this one still
+            # counted against the host's pre-login limit.
+            self._leave_pending(sock)
             try:
                 # Not bound by the handshake deadline: a slow authenticator (PAM) may
                 # have used it up, and the login has succeeded.
@@ -382,7 +494,6 @@ class Server:
             except OSError as err:
                 client.end_reason = f"login reply failed: {err or type(err).__name__}"
                 return
-            self._leave_pending(sock)
             client.serve_commands()
         finally:
             self.bus.unsubscribe(client)
@@ -393,8 +504,33 @@ class Server:
                 self._clients.discard(client)
                 if self._awaiting_events.get(key) is client:
                     del self._awaiting_events[key]
+                    self._remember_ended(key)
                 self._changed.notify_all()
             log.info("logout: user %s from %s (%s)", user.name, ip, client.end_reason)
+
+    def _remember_ended(self, key: Key) -> None:
+        """Note the key of a client that ended before its event connection arrived.
+        Caller holds ``self._changed``."""
+        self._prune_ended()
+        self._ended.pop(key, None)  # re-inserted at the end: the order stays by expiry
+        if len(self._ended) >= _MAX_ENDED_KEYS:
+            del self._ended[next(iter(self._ended))]
+        self._ended[key] = time.monotonic() + _ENDED_KEY_SECONDS
+
+    def _take_ended(self, key: Key) -> bool:
+        """Whether ``key`` belongs to such a client; forgets it (one event connection
+        per client). Caller holds ``self._changed``."""
+        self._prune_ended()
+        return self._ended.pop(key, None) is not None
+
+    def _prune_ended(self) -> None:
+        # Entries are in order of expiry, as they all live equally long.
+        now = time.monotonic()
+        while self._ended:
+            oldest = next(iter(self._ended))
+            if self._ended[oldest] > now:
+                break
+            del self._ended[oldest]
 
     def _register(self, client: ClientConnection, key: Key) -> str | None:
         """Count the login and expect its event connection; a refusal text if full."""

@@ -30,6 +30,11 @@ class ListAuthenticator:
         stored = entry[0] if entry is not None else self._dummy_hash
         if len(password) > MAX_PASSWORD_CHARS:
             matches = False
+        elif not stored:
+            # A user without a password (the configuration allowed it explicitly):
+            # only the empty password fits, unlike upstream, where an empty stored
+            # hash accepts any password.
+            matches = password == ""
         else:
             matches = verify_password(password, stored)
         if entry is None or not matches:

@@ -172,11 +172,25 @@ def _prompt(prompt: str, stdin: TextIO | None, stdout: TextIO) -> str:
     return line.rstrip("\r\n")
 
 
-def hash_password_interactive(stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+OVERRIDE_FLAG = "--allow-weak-passwords"
+
+
+def _too_long(password: str) -> bool:
+    try:
+        return len(_password_bytes(password)) > MAX_PASSWORD_BYTES
+    except UnicodeEncodeError:
+        return True  # not valid text: no client could send it either
+
+
+def hash_password_interactive(stdin: TextIO | None = None, stdout: TextIO | None = None,
+                              allow_weak: bool = False) -> int:
     """Ask for a password twice and print the config line holding its hash.
 
     Returns a process exit code: 0 on success, 1 if the entries differ, the password
-    is too weak, or input ended early.
+    is too weak, or input ended early. With ``allow_weak`` a weak password is hashed
+    anyway (with a warning), and an empty one gives the passwordless entry
+    ``hash = ""``, which the daemon accepts only with ``allow_weak_passwords``.
+    A password no client could send (too long, not text) is refused regardless.
     """
     out = stdout if stdout is not None else sys.stdout
     try:
@@ -190,9 +204,19 @@ def hash_password_interactive(stdin: TextIO | None = None, stdout: TextIO | None
         out.write("The two entries differ, no hash printed.\n")
         return 1
     problem = password_problem(first)
-    if problem is not None:
-        out.write(f"Refused: {problem}.\n")
+    unsendable = _too_long(first)
+    if problem is not None and (unsendable or not allow_weak):
+        hint = "" if unsendable else f" ({OVERRIDE_FLAG} hashes it anyway; not recommended)"
+        out.write(f"Refused: {problem}{hint}.\n")
         return 1
+    if problem is not None:
+        out.write(f"Warning: {problem}; accepted because of {OVERRIDE_FLAG}.\n")
+    if not first:
+        # Shown as such in the configuration, where allow_weak_passwords must accept it.
+        out.write("Paste this line into the user's [passwd.<name>] table; the daemon "
+                  "accepts it only with allow_weak_passwords = true:\n")
+        out.write('hash = ""\n')
+        return 0
     out.write("Paste this line into the user's [passwd.<name>] table:\n")
     out.write(f'hash = "{hash_password(first)}"\n')
     return 0

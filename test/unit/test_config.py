@@ -43,6 +43,10 @@ def test_defaults_without_file(tmp_path, monkeypatch):
     assert config.throttle_failures == 5
     assert config.throttle_window == 60.0
     assert config.allow_insecure is False
+    assert config.allow_weak_passwords is False
+    assert config.tls_certfile is None and config.tls_keyfile is None
+    assert config.tls_cafile is None and config.tls_require_client_cert is False
+    assert config.tls is False
     assert config.source is None
 
 
@@ -77,6 +81,11 @@ event_queue_limit = 77
 throttle_failures = 9
 throttle_window = 30.5
 allow_insecure = true
+allow_weak_passwords = true
+tls_certfile = "tls/daemon.crt"
+tls_keyfile = "/etc/nicos/daemon.key"
+tls_cafile = "tls/clients-ca.pem"
+tls_require_client_cert = true
 
 [passwd.alice]
 hash = "{HASH}"
@@ -113,7 +122,13 @@ def test_every_key_is_read(tmp_path):
     assert config.throttle_failures == 9
     assert config.throttle_window == 30.5
     assert config.allow_insecure is True
+    assert config.allow_weak_passwords is True
     assert config.autosimulate is True
+    assert config.tls_certfile == tmp_path / "tls" / "daemon.crt"
+    assert config.tls_keyfile == Path("/etc/nicos/daemon.key")
+    assert config.tls_cafile == tmp_path / "tls" / "clients-ca.pem"
+    assert config.tls_require_client_cert is True
+    assert config.tls is True
     assert {name: (e.hash, e.level) for name, e in config.passwd.items()} == {
         "alice": (HASH, 20), "bob": (HASH, 10),
     }
@@ -362,3 +377,31 @@ def test_invalid_toml_names_file(tmp_path):
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml")
+
+
+# The files named by tls_* keys are loaded at start-up (test_tls_setup.py), not here.
+@pytest.mark.parametrize("text, fragment", [
+    ('tls_certfile = "a.crt"\n', "'tls_certfile' is set but 'tls_keyfile' is not"),
+    ('tls_keyfile = "a.key"\n', "'tls_keyfile' is set but 'tls_certfile' is not"),
+    ('tls_certfile = "a.crt"\ntls_keyfile = "a.key"\ntls_require_client_cert = true\n',
+     "'tls_require_client_cert' needs 'tls_cafile'"),
+    ('tls_certfile = "a.crt"\ntls_keyfile = "a.key"\ntls_cafile = "ca.pem"\n',
+     "'tls_cafile' is only used with tls_require_client_cert"),
+    ('tls_cafile = "ca.pem"\ntls_require_client_cert = true\n',
+     "'tls_require_client_cert' needs TLS"),
+    ('tls_certfile = ""\ntls_keyfile = "a.key"\n', "'tls_certfile'"),
+    ("tls_require_client_cert = 1\n", "expected true or false"),
+])
+def test_inconsistent_tls_keys_are_refused(tmp_path, text, fragment):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert fragment in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_tls_keys_resolve_like_other_paths(tmp_path):
+    config = load_config(write(tmp_path, 'tls_certfile = "tls/both.pem"\n'
+                                         'tls_keyfile = "tls/both.pem"\n'))
+    assert config.tls
+    assert config.tls_certfile == config.tls_keyfile == tmp_path / "tls" / "both.pem"

@@ -17,6 +17,7 @@ from nicos.protocols.daemon.framing import (
     EVENT_HEADER_SIZE,
     REPLY_HEADER_SIZE,
     BadStartByte,
+    BufferedCommandReader,
     CommandDecoder,
     ConnectionClosed,
     EventDecoder,
@@ -397,3 +398,42 @@ def test_valid_events_decode_identically_however_split(frames, cut_points, chunk
 def test_command_table_codes_fit_the_header():
     for code in command2code.values():
         assert CommandDecoder().feed(command_frame(code, b'[]')) == [(code, b'[]')]
+
+
+# -- the buffered command reader -----------------------------------------------------
+
+def _socket_pair_with(data: bytes) -> tuple[socket.socket, socket.socket]:
+    left, right = socket.socketpair()
+    left.sendall(data)
+    left.shutdown(socket.SHUT_WR)
+    right.settimeout(5.0)
+    return left, right
+
+
+def test_buffered_reader_splits_pipelined_commands() -> None:
+    frames = [command_frame(0x41, b'[]'), command_frame(0x22, b'["1",false]'),
+              command_frame(0x03, b'["", "' + b'x' * 200_000 + b'"]')]
+    left, right = _socket_pair_with(b''.join(frames))
+    with left, right:
+        reader = BufferedCommandReader(right)
+        assert reader.read() == (0x41, b'[]')
+        assert reader.read() == (0x22, b'["1",false]')
+        code, payload = reader.read()
+        assert code == 0x03 and len(payload) == 200_008
+        with pytest.raises(ConnectionClosed, match='closed by peer$'):
+            reader.read()
+
+
+def test_buffered_reader_refuses_garbage_and_oversize_before_reading_on() -> None:
+    left, right = _socket_pair_with(b'GET / HTTP/1.1\r\n')
+    with left, right, pytest.raises(BadStartByte):
+        BufferedCommandReader(right).read()
+    left, right = _socket_pair_with(command_frame(0x41, b'[' + b' ' * 100 + b']'))
+    with left, right, pytest.raises(FrameTooLarge):
+        BufferedCommandReader(right, max_payload=50).read()
+
+
+def test_buffered_reader_reports_a_frame_cut_short() -> None:
+    left, right = _socket_pair_with(command_frame(0x41, b'[]')[:5])
+    with left, right, pytest.raises(ConnectionClosed, match='after 5 bytes'):
+        BufferedCommandReader(right).read()

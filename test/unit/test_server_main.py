@@ -20,6 +20,9 @@ from nicos_daemon.config import DaemonConfig
 from nicos_daemon.events import EventBus
 
 WAIT = 10.0
+# serve() makes a 2048-bit RSA key in pure Python (rsa.newkeys): 1-10 s, longer on
+# a loaded machine
+KEY_WAIT = 60.0
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -39,7 +42,7 @@ def test_serve_wires_controller_and_server_and_shuts_down(tmp_path):
         config, stop.wait, ready=ready.put, controller_factory=factory)))
     thread.start()
     try:
-        server = ready.get(timeout=WAIT)
+        server = ready.get(timeout=KEY_WAIT)
         assert made[0].started
         client = NicosClient()
         client.connect("127.0.0.1", server.port, "anyone", "any password", timeout=WAIT)

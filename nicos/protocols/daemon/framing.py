@@ -408,3 +408,45 @@ def read_event(sock: socket.socket, max_payload: int = MAX_EVENT_PAYLOAD,
         blobs.append(recv_exact(sock, blob_length))
         held += blob_length
     return code, payload, blobs
+
+
+class BufferedCommandReader:
+    """Reads command frames from a blocking socket with one ``recv`` per frame.
+
+    :func:`read_command` asks for the header and then the payload, two system calls
+    for every command; this reader takes whatever has arrived (a whole small
+    command, or several pipelined ones) and keeps the rest for the next call.  It
+    never holds more than one frame plus one receive chunk.
+    """
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, sock: socket.socket, max_payload: int = MAX_COMMAND_PAYLOAD) -> None:
+        self._sock = sock
+        self._max_payload = max_payload
+        self._buffer = bytearray()
+
+    def _fill(self, size: int) -> None:
+        """Receive until at least *size* bytes are buffered; ConnectionClosed on EOF."""
+        while len(self._buffer) < size:
+            chunk = self._sock.recv(max(self.CHUNK, min(size - len(self._buffer),
+                                                        _INITIAL_RECEIVE_BUFFER)))
+            if not chunk:
+                raise ConnectionClosed(
+                    f'connection closed by peer after {len(self._buffer)} bytes of a frame'
+                    if self._buffer else 'connection closed by peer')
+            self._buffer += chunk
+
+    def read(self) -> tuple[int, bytes]:
+        """The next (code, payload); FrameError or OSError like :func:`read_command`."""
+        self._fill(1)
+        if self._buffer[0] != _ENQ_BYTE:  # refused before waiting for a whole header
+            raise BadStartByte(self._buffer[0], 'ENQ (0x05)')
+        self._fill(COMMAND_HEADER_SIZE)
+        code, length = parse_command_header(bytes(self._buffer[:COMMAND_HEADER_SIZE]),
+                                            self._max_payload)
+        end = COMMAND_HEADER_SIZE + length
+        self._fill(end)
+        payload = bytes(self._buffer[COMMAND_HEADER_SIZE:end])
+        del self._buffer[:end]
+        return code, payload
