@@ -11,6 +11,12 @@ Threads:
   demand from pyctl, nothing is traced) and the watch expressions, and sends
   events only for what changed;
 - client handler threads call the public methods below.
+
+A stop escalates when it is asked again or ignored: stop at the requested
+level, then immediate (ControlStop at every line, cleanup included), then
+emergency (devices stopped).  Threads that a script started are stopped with
+it.  What none of this can reach is described in docs/daemon.md, "What stop
+can and cannot interrupt".
 """
 
 from __future__ import annotations
@@ -18,16 +24,22 @@ from __future__ import annotations
 import builtins
 import linecache
 import logging
+import math
 import os
 import rlcompleter
+import sys
 import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+import nicos
+import nicos_daemon
 import pyctl
 from nicos.protocols.daemon import (
     BREAK_AFTER_LINE,
@@ -77,6 +89,102 @@ MAX_WATCHES = 200
 MAX_TRANSFER_BYTES = 16 * 1024 * 1024
 MAX_COMPLETIONS = 500
 
+# Stop escalation, one step per further stop request (docs/daemon.md):
+STAGE_NONE = 0  # no stop asked in this run
+STAGE_STOP = 1  # ControlStop at the next breakpoint of the requested level; cleanup runs
+STAGE_IMMEDIATE = 2  # ControlStop at every line and breakpoint, cleanup code included
+STAGE_EMERGENCY = 3  # immediate, and the emergency-stop functions (devices) have run
+STAGE_NAMES = {STAGE_STOP: "stop", STAGE_IMMEDIATE: "immediate stop",
+               STAGE_EMERGENCY: "emergency stop"}
+# Seconds after an immediate or emergency stop until a script that still runs
+# is reported as stuck, and after stopping a thread until it is reported as
+# not ending.  Every line and breakpoint acts at these stages, so a script
+# still running this long after one is in code that stop cannot reach.
+STUCK_REPORT_DELAY = 1.0
+
+# Threads in these packages work for the daemon or the instrument; a stop
+# leaves them alone even when they call script code (exec, watches, devices).
+_OWN_PACKAGE_DIRS = tuple(os.path.dirname(package.__file__) + os.sep
+                          for package in (nicos, nicos_daemon, pyctl))
+
+_real_sleep = time.sleep
+# script thread ident -> its interruptible replacement of time.sleep
+_sleepers: dict[int, Callable[[float, FrameType | None], None]] = {}
+
+
+def _dispatching_sleep(seconds: float) -> None:
+    """``time.sleep`` while a controller runs: interruptible in a script
+    thread (scripts and the libraries they call use time.sleep despite the
+    ban on it in script text), the real one in every other thread."""
+    sleeper = _sleepers.get(threading.get_ident())
+    if sleeper is None:
+        _real_sleep(seconds)
+        return
+    # the argument checks of time.sleep, so that errors do not change
+    if isinstance(seconds, str | bytes | bytearray) or seconds is None:
+        raise TypeError(f"'{type(seconds).__name__}' object cannot be interpreted as an integer")
+    value = float(seconds)
+    if math.isnan(value):
+        raise ValueError("Invalid value NaN (not a number)")
+    if value < 0:
+        raise ValueError("sleep length must be non-negative")
+    sleeper(value, sys._getframe(1))
+
+
+def _register_sleeper(ident: int, sleeper: Callable[[float, FrameType | None], None]) -> None:
+    _sleepers[ident] = sleeper
+    time.sleep = _dispatching_sleep
+
+
+def _unregister_sleeper(ident: int) -> None:
+    _sleepers.pop(ident, None)
+    if not _sleepers and time.sleep is _dispatching_sleep:
+        time.sleep = _real_sleep
+
+
+def _runs_script_code(frame: FrameType | None) -> bool:
+    """Whether a thread with this innermost frame runs script code on its
+    own account: the outermost frame that is script code or from our own
+    packages is script code."""
+    filenames = []
+    while frame is not None:
+        filenames.append(frame.f_code.co_filename)
+        frame = frame.f_back
+    for filename in reversed(filenames):
+        if filename == SCRIPT_FILENAME:
+            return True
+        if filename.startswith(_OWN_PACKAGE_DIRS):
+            return False
+    return False
+
+
+def _describe_position(frame: FrameType | None) -> str:
+    """Where a thread is, for people: its innermost Python frame and the
+    script line that led there."""
+    if frame is None:
+        return "code without Python frames"
+    code = frame.f_code
+    if code.co_filename == SCRIPT_FILENAME:
+        return f"a call at script line {frame.f_lineno}"
+    where = f"{os.path.basename(code.co_filename)} line {frame.f_lineno} in {code.co_name}()"
+    outer = frame.f_back
+    while outer is not None and outer.f_code.co_filename != SCRIPT_FILENAME:
+        outer = outer.f_back
+    if outer is not None:
+        where += f", called from script line {outer.f_lineno}"
+    return where
+
+
+@dataclass
+class _StoppedThread:
+    """A thread started by a script that a stop told to end."""
+
+    thread: threading.Thread | None  # None: started without the threading module
+    name: str
+    since: float  # time.monotonic() of the last stop_thread
+    insist: bool
+    reported: bool = False
+
 
 class ScriptController:
     """Runs scripts one after another and lets clients steer them."""
@@ -99,6 +207,7 @@ class ScriptController:
         self._wakeup = threading.Condition(self._lock)
         self._queue: list[ScriptRequest] = []
         self._current: ScriptRequest | None = None
+        self._stop_before_start: tuple | None = None  # a stop for a run not yet started
         self._last: ScriptRequest | None = None
         self._started: deque[str] = deque(maxlen=MAX_QUEUED)
         self._status: tuple[int, int] = (STATUS_IDLE, -1)
@@ -113,9 +222,21 @@ class ScriptController:
         self._script_thread: threading.Thread | None = None
         self._sampler_thread: threading.Thread | None = None
         self._log_handler: UserLogHandler | None = None
+        # stop escalation of the current run (guarded by _lock)
+        self._stage = STAGE_NONE
+        self._stage_since = 0.0
+        self._stopped_by = ""
+        self._stuck_reported = False
+        # threads alive when the current run began: the others are its own
+        self._threads_at_start: dict[int | None, threading.Thread] = {}
+        # threads a stop told to end, until they have ended
+        self._threads_cond = threading.Condition()
+        self._stopped_threads: dict[int, _StoppedThread] = {}
+        self._previous_excepthook: Callable[[Any], Any] | None = None
 
         self.ctl = pyctl.Controller(self._on_break, break_only_in_filename=SCRIPT_FILENAME)
         self.ctl.set_observer(self._on_pyctl_status)
+        self.ctl.set_ignored_handler(self._on_stop_ignored)
         self._install_script_commands()
         self.store = StateStore(self.datadir)
         self._interrupted: list[str] = []
@@ -148,6 +269,10 @@ class ScriptController:
         self._sampler_thread = threading.Thread(target=self._sampler_loop, name="sampler",
                                                 daemon=True)
         self._script_thread.start()
+        assert self._script_thread.ident is not None
+        _register_sleeper(self._script_thread.ident, self._script_time_sleep)
+        self._previous_excepthook = threading.excepthook
+        threading.excepthook = self._thread_excepthook
         self._sampler_thread.start()
         for reqid in self._interrupted:
             self._message(f"request {reqid} was interrupted when the daemon stopped; "
@@ -160,12 +285,19 @@ class ScriptController:
             self._queue.clear()
             self._wakeup.notify_all()
         try:
-            self.ctl.set_stop(("stop", BREAK_IMMEDIATE, "daemon shutdown"))
+            self.ctl.set_stop(("stop", BREAK_IMMEDIATE, "daemon shutdown"), insist=True)
         except RuntimeError:
             pass  # nothing was running
+        self._stop_script_threads("daemon shutdown", insist=True, all_ages=True)
         for thread in (self._script_thread, self._sampler_thread):
             if thread is not None:
                 thread.join(timeout)
+        # a thread stuck in C would not end in any time: a short grace only
+        self._join_stopped_threads(time.monotonic() + min(timeout, 2.0))
+        if self._script_thread is not None and self._script_thread.ident is not None:
+            _unregister_sleeper(self._script_thread.ident)
+        if threading.excepthook == self._thread_excepthook:
+            threading.excepthook = self._previous_excepthook or threading.__excepthook__
         if self.session is not None:
             try:
                 self.session.shutdown()
@@ -371,6 +503,8 @@ class ScriptController:
             if status == STATUS_INBREAK:
                 raise CommandError("script is already paused")
             self._require_running()
+            if self._stage >= STAGE_STOP:
+                raise CommandError("script is already stopping")
             try:
                 self.ctl.set_break(("break", level, user.name))
             except RuntimeError as err:
@@ -395,46 +529,94 @@ class ScriptController:
 
     def stop(self, level: int, user: User) -> None:
         """Remove all queued requests and stop the script at the next
-        breakpoint of at most ``level``."""
+        breakpoint of at most ``level``, and the threads it started.  Asked
+        again, the stop escalates: to immediate (at every line, cleanup code
+        included), then to an emergency stop (devices too)."""
         with self._lock:
             self._require_running()
-            if self._status[0] == STATUS_STOPPING and level < BREAK_IMMEDIATE:
-                # a second stop would also abort the script's cleanup (finally
-                # blocks); only an immediate stop (emergency) escalates
-                return
+            stage = self._stage
             paused = self._status[0] == STATUS_INBREAK
             self._block_queue()
-            try:
-                self.ctl.set_stop(("stop", level, user.name))
-            except RuntimeError:
-                return  # ended meanwhile: nothing to stop
-        if not paused:
-            what = "Stop after command" if level <= BREAK_AFTER_LINE else "Stop"
-            self._message(f"{what} requested by {user.name}")
-        log.info("%s: stop %d", user.name, level)
+            if stage == STAGE_NONE:
+                arg = ("stop", level, user.name)
+                try:
+                    self.ctl.set_stop(arg)
+                except RuntimeError:
+                    # taken from the queue but not started yet (or just ended):
+                    # _run_blocks raises it before the first line
+                    self._stop_before_start = arg
+                self._enter_stage(STAGE_STOP, user.name)
+        if stage == STAGE_NONE:
+            if not paused:
+                what = "Stop after command" if level <= BREAK_AFTER_LINE else "Stop"
+                self._message(f"{what} requested by {user.name}")
+            log.info("%s: stop %d", user.name, level)
+            self._stop_script_threads(user.name, insist=False)
+        elif stage == STAGE_STOP:
+            self._escalate(STAGE_IMMEDIATE, user.name,
+                           f"Stop requested again by {user.name}: escalated to immediate stop, "
+                           "at the next line of the script, its cleanup code included")
+        elif stage == STAGE_IMMEDIATE:
+            self._escalate(STAGE_EMERGENCY, user.name,
+                           f"Stop requested a third time by {user.name}: escalated to "
+                           "emergency stop, all devices are stopped")
+        else:
+            self._escalate(STAGE_EMERGENCY, user.name,
+                           f"Stop requested again by {user.name}: emergency stop repeated")
+
+    def _enter_stage(self, stage: int, who: str) -> None:
+        # under self._lock
+        self._stage = stage
+        self._stage_since = time.monotonic()
+        self._stopped_by = who
+        self._stuck_reported = False
+
+    def _escalate(self, stage: int, who: str, text: str) -> None:
+        """Immediate or emergency stop of the running script (if any) and
+        of the threads scripts started; reported to clients and the log."""
+        with self._lock:
+            if self._current is not None:
+                arg = ("stop", BREAK_IMMEDIATE, who)
+                try:
+                    # insisting: raised at every line and breakpoint until the
+                    # run ends, so catching it cannot keep the script going
+                    self.ctl.set_stop(arg, insist=True)
+                except RuntimeError:
+                    self._stop_before_start = arg  # not started yet (or just ended)
+                self._enter_stage(max(stage, self._stage), who)
+        self._message(text, WARNING)
+        log.warning("%s (%s)", text, STAGE_NAMES[stage])
+        if stage >= STAGE_EMERGENCY:
+            self._run_emergency_functions()
+        self._stop_script_threads(who, insist=True, all_ages=stage >= STAGE_EMERGENCY)
+
+    def _on_stop_ignored(self, frame: FrameType, arg: Any) -> None:
+        """pyctl's handler, in the script thread: the script caught the
+        ControlStop and went on.  pyctl raises it again after this."""
+        who = arg[2] if isinstance(arg, tuple) and len(arg) == 3 else "?"
+        with self._lock:
+            if self._stage >= STAGE_IMMEDIATE:
+                return
+        self._escalate(STAGE_IMMEDIATE, who,
+                       f"The script caught the stop requested by {who} and went on at line "
+                       f"{frame.f_lineno}: escalated to immediate stop, raised again at every "
+                       "line")
 
     def finish(self, user: User) -> None:
         """End the current count early, keeping its data; the script goes on."""
         with self._lock:
             self._require_running()
-            if self._status[0] == STATUS_STOPPING:
+            if self._status[0] == STATUS_STOPPING or self._stage >= STAGE_STOP:
                 raise CommandError("script is stopping")
             self.finish_requested = True
         self._message(f"Finish requested by {user.name}")
 
     def emergency(self, user: User) -> None:
-        """Stop everything now: the queue, the script, and every device."""
+        """Stop everything now: the queue, the script (at every line, its
+        cleanup included), every device, and every thread running script code."""
         with self._lock:
-            running = self._current is not None
             self._block_queue()
-            if running:
-                try:
-                    self.ctl.set_stop(("stop", BREAK_IMMEDIATE, user.name))
-                except RuntimeError:
-                    pass
-        self._message(f"Immediate stop requested by {user.name}", WARNING)
-        log.warning("%s: emergency stop", user.name)
-        self._run_emergency_functions()
+        self._escalate(STAGE_EMERGENCY, user.name, f"Immediate stop requested by {user.name}")
 
     def _run_emergency_functions(self) -> None:
         # in the caller's thread, not the script thread: a script stuck in a
@@ -449,6 +631,128 @@ class ScriptController:
                 self._message(f"emergency stop function {func!r} failed: {err}", ERROR)
         self._message("all devices stopped" if not failures else
                       f"emergency stop: {failures} stop function(s) failed", WARNING)
+
+    # ------------------------------------------- threads started by scripts
+
+    def _script_threads(self, all_ages: bool) -> list[tuple[int, threading.Thread | None]]:
+        """Other threads that run script code on their own account: started
+        by the current run (by any script with ``all_ages``), and not daemon
+        or instrument threads that call script code (exec, watches)."""
+        script = self._script_thread.ident if self._script_thread is not None else None
+        me = threading.get_ident()
+        by_ident = {t.ident: t for t in threading.enumerate()}
+        with self._lock:
+            at_start = dict(self._threads_at_start)
+        found = []
+        for ident, frame in sys._current_frames().items():
+            if ident in (script, me):
+                continue
+            thread = by_ident.get(ident)
+            if not all_ages and ident in at_start and at_start[ident] is thread:
+                continue
+            if _runs_script_code(frame):
+                found.append((ident, thread))
+        return found
+
+    def _stop_script_threads(self, who: str, insist: bool, all_ages: bool = False) -> None:
+        """Tell the threads running script code to end (pyctl.stop_thread):
+        ControlStop at their next line of script code, at every line with
+        ``insist``.  The sampler reports the ones that do not end."""
+        arg = ("stop", BREAK_IMMEDIATE, who)
+        told = []
+        for ident, thread in self._script_threads(all_ages):
+            with self._threads_cond:
+                entry = self._stopped_threads.get(ident)
+            if entry is not None and (entry.insist or not insist):
+                continue  # told already, as firmly
+            if not pyctl.stop_thread(ident, arg, filename=SCRIPT_FILENAME, insist=insist):
+                continue  # it ended meanwhile
+            name = thread.name if thread is not None else f"thread {ident}"
+            with self._threads_cond:
+                self._stopped_threads[ident] = _StoppedThread(thread, name, time.monotonic(),
+                                                              insist)
+                self._threads_cond.notify_all()  # ends their sleep()
+            if entry is None:
+                told.append(name)
+        if told:
+            text = (f"Stopping {len(told)} thread(s) started by the script: {', '.join(told)}")
+            self._message(text, WARNING)
+            log.warning("%s (asked by %s)", text, who)
+
+    def _check_stopped_threads(self) -> None:
+        """In the sampler: report stopped threads that ended, and once each
+        those that have not ended after STUCK_REPORT_DELAY."""
+        with self._threads_cond:
+            entries = list(self._stopped_threads.items())
+        if not entries:
+            return
+        frames = sys._current_frames()
+        now = time.monotonic()
+        ended, stuck = [], []
+        for ident, entry in entries:
+            alive = entry.thread.is_alive() if entry.thread is not None else ident in frames
+            if not alive:
+                ended.append(ident)
+            elif not entry.reported and now - entry.since >= STUCK_REPORT_DELAY:
+                entry.reported = True
+                stuck.append((entry.name, _describe_position(frames.get(ident))))
+        del frames
+        with self._threads_cond:
+            names = [self._stopped_threads.pop(ident).name for ident in ended
+                     if ident in self._stopped_threads]
+        if names:
+            self._message(f"Thread(s) started by the script ended: {', '.join(names)}")
+        for name, where in stuck:
+            text = (f"Thread {name} started by the script does not end: it is in {where}; "
+                    "it stops when it gets back to script code (emergency stop: at every line)")
+            self._message(text, WARNING)
+            log.warning("%s", text)
+
+    def _join_stopped_threads(self, deadline: float) -> None:
+        with self._threads_cond:
+            entries = list(self._stopped_threads.values())
+        for entry in entries:
+            if entry.thread is not None:
+                entry.thread.join(max(0.0, deadline - time.monotonic()))
+                if entry.thread.is_alive():
+                    # Python waits for non-daemon threads at exit, whatever we do
+                    log.error("thread %s started by a script does not end; %s", entry.name,
+                              "it is abandoned" if entry.thread.daemon else
+                              "the daemon process cannot exit before it does")
+
+    def _thread_excepthook(self, args: Any) -> None:
+        # a ControlStop ending a thread is the stop working, reported as a
+        # message; anything else goes to the previous hook
+        if args.exc_type is not None and issubclass(args.exc_type, pyctl.ControlStop):
+            return
+        previous = self._previous_excepthook or threading.__excepthook__
+        previous(args)
+
+    def _check_stuck(self) -> None:
+        """In the sampler: a script that outlives an immediate or emergency
+        stop by STUCK_REPORT_DELAY is in code that stop cannot reach; say so
+        once per escalation step, and show it as stopping."""
+        with self._lock:
+            if self._current is None or self._stage < STAGE_IMMEDIATE or \
+                    self._stuck_reported or \
+                    time.monotonic() - self._stage_since < STUCK_REPORT_DELAY:
+                return
+            self._stuck_reported = True
+            stage = self._stage
+        thread = self._script_thread
+        frame = sys._current_frames().get(thread.ident) if thread is not None else None
+        where = _describe_position(frame)
+        del frame
+        text = (f"The script does not respond to the {STAGE_NAMES[stage]}: it is in {where}, "
+                "which stop cannot interrupt (a call into C code, or library code that does "
+                "not return to the script). The script is abandoned: it stops as soon as "
+                "that call returns. The daemon stays usable; scripts queued from now on run "
+                "after it has ended.")
+        self._message(text, WARNING)
+        log.warning("%s", text)
+        with self._lock:
+            if self._current is not None and self._status[0] == STATUS_RUNNING:
+                self._set_status(STATUS_STOPPING, self.ctl.lineno)
 
     def _block_queue(self) -> None:
         removed = [r.reqid for r in self._queue]
@@ -487,6 +791,10 @@ class ScriptController:
                     return
                 request = self._queue.pop(0)
                 self._current = request
+                self._stop_before_start = None
+                self._stage = STAGE_NONE
+                self._stuck_reported = False
+                self._threads_at_start = {t.ident: t for t in threading.enumerate()}
                 self._started.append(request.reqid)
                 self.store.mark_started(request.reqid)
             try:
@@ -528,12 +836,21 @@ class ScriptController:
             summary, trace = format_script_exception(err)
             self._message(summary, ERROR, exc_text=trace)
             outcome, error = FAILED, summary
+        with self._lock:
+            stage, who = self._stage, self._stopped_by
+        if stage >= STAGE_STOP:
+            # threads it started while it was being stopped
+            self._stop_script_threads(who, insist=stage >= STAGE_IMMEDIATE)
         self.store.mark_finished(request.reqid, outcome, error)
         lineno = self.ctl.lineno
         self._set_status(STATUS_IDLE if success else STATUS_IDLEEXC, lineno)
         self.bus.emit("done", {**request.serialize(), "success": success})
 
     def _run_blocks(self) -> None:
+        with self._lock:
+            stop, self._stop_before_start = self._stop_before_start, None
+        if stop is not None:
+            raise pyctl.ControlStop(stop)
         while True:
             with self._blocks_lock:
                 if self._next_block >= len(self._blocks):
@@ -566,20 +883,40 @@ class ScriptController:
         return threading.current_thread() is self._script_thread
 
     def sleep(self, seconds: float) -> None:
-        """Interruptible wait for the script thread (plain sleep elsewhere):
-        a break or stop of level BREAK_AFTER_STEP or more acts at once, and
-        after a continue the rest of the time is waited."""
+        """Interruptible wait for the script thread: a break or stop of level
+        BREAK_AFTER_STEP or more acts at once, and after a continue the rest
+        of the time is waited.  In other threads a plain wait, which ends
+        early when a stop tells the thread to end."""
         if not self.in_script_thread():
-            time.sleep(max(0.0, float(seconds)))
+            self._thread_sleep(float(seconds))
             return
-        deadline = time.monotonic() + float(seconds)
+        self._wait_at_level(float(seconds), BREAK_AFTER_STEP)
+
+    def _wait_at_level(self, seconds: float, level: int) -> None:
+        deadline = time.monotonic() + seconds
         while (remaining := deadline - time.monotonic()) > 0:
-            if self.ctl.wait(remaining, self._accept_step_request):
+            if self.ctl.wait(remaining, lambda request, arg: arg[1] >= level):
                 self.ctl.breakpoint()
 
-    @staticmethod
-    def _accept_step_request(request: int, arg: Any) -> bool:
-        return arg[1] >= BREAK_AFTER_STEP
+    def _thread_sleep(self, seconds: float) -> None:
+        # a thread told to end returns at once; pyctl raises ControlStop at
+        # its next line of script code
+        deadline = time.monotonic() + seconds
+        ident = threading.get_ident()
+        with self._threads_cond:
+            while ident not in self._stopped_threads and \
+                    (remaining := deadline - time.monotonic()) > 0:
+                self._threads_cond.wait(remaining)
+
+    def _script_time_sleep(self, seconds: float, caller: FrameType | None) -> None:
+        """time.sleep in the script thread (see _dispatching_sleep)."""
+        if caller is not None and caller.f_code.co_filename == SCRIPT_FILENAME:
+            # the script's own wait, however it got hold of time.sleep
+            self._wait_at_level(seconds, BREAK_AFTER_STEP)
+        else:
+            # a delay inside library code: only the level of an immediate
+            # stop may cut it short, as the protocol has it for internal delays
+            self._wait_at_level(seconds, BREAK_IMMEDIATE)
 
     def consume_finish_request(self) -> bool:
         """True once per 'finish' request; clears it."""
@@ -674,6 +1011,8 @@ class ScriptController:
         while not self._shutdown.wait(self.updateinterval):
             try:
                 self._sample_line()
+                self._check_stuck()
+                self._check_stopped_threads()
                 self._evaluate_watches()
             except Exception:  # noqa: BLE001 - the sampler must keep running
                 log.exception("sampler error")
@@ -745,8 +1084,18 @@ class ScriptController:
 
     def getcachekeys(self, query: str) -> list:
         """``[[key, value], ...]``: ``query`` is a key prefix, or exact keys
-        separated by commas; live values, else the last recorded ones."""
-        live = self.session.current_values() if self.session is not None else {}
+        separated by commas; live values, else the devices' current
+        parameters, else the last recorded ones.
+
+        The parameters are there because upstream's cache holds every
+        parameter: clients read units and limits from it, and it is the only
+        way for guests, who may not ``eval``.  They are read from the
+        devices' stored values, never from the hardware."""
+        session = self.session
+        live: dict[str, tuple[float, Any]] = {}
+        if session is not None:
+            live = _parameter_values(session)
+            live.update(session.current_values())
         return cache_keys(live, self.value_history, query)
 
     def getdataset(self, index: Any) -> Any:
@@ -792,3 +1141,17 @@ class ScriptController:
         if simulations is None or self.session is None:
             raise CommandError("simulation is not available: no instrument layer is loaded")
         simulations.start(self.session, name, code, simid, user.name)
+
+
+def _parameter_values(session: Any) -> dict[str, tuple[float, Any]]:
+    """``{"dev/param": (0.0, value)}`` of every device's stored parameters."""
+    values: dict[str, tuple[float, Any]] = {}
+    for name, device in list(session.devices.items()):
+        try:
+            table = device.parameter_table()
+        except Exception as err:  # noqa: BLE001 - one odd device must not hide the rest
+            log.warning("cannot list the parameters of %s: %s", name, err)
+            continue
+        for param, value, _unit, _description in table:
+            values[f"{name.lower()}/{param.lower()}"] = (0.0, value)
+    return values

@@ -16,6 +16,10 @@ Typical use::
     ctl.set_break("user asked")      # from another thread
     ctl.set_continue()               # later, from another thread
     ctl.set_stop("abort")            # stops, also while in break
+    ctl.set_stop("abort", insist=True)   # ... at every line until the run ends
+
+A ControlStop that the script catches and does not re-raise is raised again
+at its next eligible line; ``stop_thread`` stops other threads the same way.
 """
 
 from __future__ import annotations
@@ -40,10 +44,11 @@ from pyctl._pyctl import (
     STATUS_RUNNING,
     STATUS_STOPPING,
     ControlStop,
+    stop_thread,
 )
 
 __all__ = [
-    "Controller", "ControlStop",
+    "Controller", "ControlStop", "stop_thread",
     "STATUS_IDLEEXC", "STATUS_IDLE", "STATUS_RUNNING", "STATUS_INBREAK", "STATUS_STOPPING",
     "REQUEST_NONE", "REQUEST_BREAK", "REQUEST_STOP",
     "LINENO_ON_DEMAND", "LINENO_TRACE_ALL",
@@ -97,13 +102,17 @@ class Controller(_pyctl.Controller):
         with self._cond:
             self._cond.notify_all()
 
-    def set_stop(self, arg: Any = None) -> None:
+    def set_stop(self, arg: Any = None, insist: bool = False) -> None:
         """Ask the script to stop (ControlStop) at its next eligible line.
 
         While the script is in break, the break is ended at once and
         ``wait_for_continue`` raises ControlStop(arg) in the script thread.
+        A ControlStop the script swallows is raised again at its next
+        eligible line.  With ``insist`` the stop stays armed until the run
+        ends: raised at every eligible line (cleanup code included), and
+        ``wait`` and ``breakpoint`` act on it at once.
         """
-        super().set_stop(arg)
+        super().set_stop(arg, insist)
         with self._cond:
             if self.status == STATUS_INBREAK:
                 self._resume = (_STOP, arg)

@@ -13,9 +13,19 @@
  * the "tracing enabled" flag before every instruction of the running frame,
  * so the trace function sees the next line event of the script thread.  It
  * ignores frames that are not eligible (see below), and at the first eligible
- * line it removes itself and acts: for a break it calls breakfunc(frame, arg)
+ * line it acts: for a break it removes itself and calls breakfunc(frame, arg)
  * in the script thread (status INBREAK while it runs); for a stop it raises
  * ControlStop(arg) in the script's frame (status STOPPING).
+ *
+ * After a stop the trace function stays until the run ends, watching for a
+ * script that catches the ControlStop and goes on: an eligible line that runs
+ * while no ControlStop is being handled (handling_stop) gets the same stop
+ * raised again, after the ignored handler was told.  An insisting stop
+ * (set_stop(insist=True)) stays pending after raising: every eligible line,
+ * breakpoint() and wait() raises it again, cleanup code included.
+ *
+ * stop_thread() does the same for other threads, with a small trace object
+ * of its own (ThreadStop) that the target thread's state owns.
  *
  * Once, at start, the trace function is installed for the first "call" event
  * only: that event names the toplevel frame of the run, which we keep.
@@ -52,7 +62,8 @@
  * What cannot be interrupted: code running in C without executing Python
  * lines (a long builtin call, a blocking system call).  The request acts when
  * control comes back to Python; the wrapper's interruptible wait covers the
- * common case of a script that sleeps.
+ * common case of a script that sleeps.  Neither tracing nor an asynchronous
+ * exception can do more: both act only between bytecodes.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -95,6 +106,9 @@ typedef struct {
     int in_callback;          /* >0 while breakfunc or observer runs */
     Py_tracefunc saved_func;  /* tracer displaced by ours */
     PyObject *saved_obj;
+    int insist;               /* the stop request stays armed after raising */
+    PyObject *stop_arg;       /* argument of the ControlStop raised last, owned or NULL */
+    PyObject *ignored_handler; /* called when a raised ControlStop was swallowed, or NULL */
 } Controller;
 
 /* ---------------------------------------------------------------- tracing */
@@ -152,18 +166,54 @@ set_status(Controller *self, int status, int lineno)
 }
 
 static int
+filename_matches(PyObject *filename, PyFrameObject *frame)
+{
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    PyObject *fn = code->co_filename;
+    int same = (fn == filename) ||
+               (PyUnicode_Check(fn) && PyUnicode_Compare(fn, filename) == 0);
+    Py_DECREF(code);
+    return same;
+}
+
+/* Whether the thread is inside an except or finally block that runs because
+   of a ControlStop.  In 3.11 only the innermost handled exception of a frame
+   is in the thread's exception stack (an outer one waits on the frame's
+   value stack), but every exception raised while a ControlStop is handled
+   has it in its __context__ chain, so cleanup that handles exceptions of its
+   own is still recognised.  A generator closed while the stop unwinds
+   (GeneratorExit) counts as cleanup too: the ControlStop in flight is not
+   visible from its finally block. */
+static int
+handling_stop(PyThreadState *ts)
+{
+    for (_PyErr_StackItem *item = ts->exc_info; item != NULL; item = item->previous_item) {
+        if (item->exc_value == NULL || item->exc_value == Py_None)
+            continue;
+        PyObject *exc = Py_NewRef(item->exc_value);
+        /* bounded: a __context__ cycle can be built by hand */
+        for (int depth = 0; exc != NULL && depth < 100; depth++) {
+            if (PyErr_GivenExceptionMatches(exc, ControlStop) ||
+                PyErr_GivenExceptionMatches(exc, PyExc_GeneratorExit)) {
+                Py_DECREF(exc);
+                return 1;
+            }
+            PyObject *context = PyExceptionInstance_Check(exc) ? PyException_GetContext(exc) : NULL;
+            Py_DECREF(exc);
+            exc = context;
+        }
+        Py_XDECREF(exc);
+    }
+    return 0;
+}
+
+static int
 frame_is_eligible(Controller *self, PyFrameObject *frame)
 {
     if (self->toplevel_only)
         return (PyObject *)frame == self->toplevel;
-    if (self->filename != NULL) {
-        PyCodeObject *code = PyFrame_GetCode(frame);
-        PyObject *fn = code->co_filename;
-        int same = (fn == self->filename) ||
-                   (PyUnicode_Check(fn) && PyUnicode_Compare(fn, self->filename) == 0);
-        Py_DECREF(code);
-        return same;
-    }
+    if (self->filename != NULL)
+        return filename_matches(self->filename, frame);
     return 1;
 }
 
@@ -176,11 +226,14 @@ take_request_arg(Controller *self)
     return arg;
 }
 
-/* Sets ControlStop(arg) as the current exception; status becomes STOPPING. */
+/* Sets ControlStop(arg) as the current exception; status becomes STOPPING
+   (reported once: an insisting stop raises again at every line). */
 static void
 raise_stop(Controller *self, PyObject *arg, int lineno)
 {
-    set_status(self, STATUS_STOPPING, lineno);
+    Py_XSETREF(self->stop_arg, Py_NewRef(arg));
+    if (self->status != STATUS_STOPPING)
+        set_status(self, STATUS_STOPPING, lineno);
     PyObject *exc = PyObject_CallOneArg(ControlStop, arg);
     if (exc != NULL) {
         PyErr_SetObject(ControlStop, exc);
@@ -188,12 +241,26 @@ raise_stop(Controller *self, PyObject *arg, int lineno)
     }
 }
 
+/* The argument of the stop to raise now: an insisting stop stays pending, so
+   that the next line, breakpoint() and wait() act on it again. */
+static PyObject *
+stop_request_arg(Controller *self)
+{
+    if (self->insist)
+        return Py_NewRef(self->request_arg ? self->request_arg : Py_None);
+    return take_request_arg(self);
+}
+
 static int
 do_stop(Controller *self, PyFrameObject *frame)
 {
-    PyObject *arg = take_request_arg(self);
-    if (self->lineno_mode == LINENO_ON_DEMAND)
-        uninstall_trace(self);
+    PyObject *arg = stop_request_arg(self);
+    /* the trace stays while STOPPING: it notices a swallowed ControlStop
+       and re-raises an insisting one */
+    if (install_trace(self) < 0) {
+        Py_DECREF(arg);
+        return -1;
+    }
     int lineno = PyFrame_GetLineNumber(frame);
     self->last_lineno = lineno;
     raise_stop(self, arg, lineno);
@@ -230,6 +297,32 @@ do_break(Controller *self, PyFrameObject *frame)
     return 0;
 }
 
+/* A line of eligible code runs while STOPPING, and no ControlStop is being
+   handled: the script caught the stop and went on.  The handler (if any) is
+   told, and may re-arm the stop (insisting); otherwise the same stop is
+   raised again here. */
+static int
+stop_ignored(Controller *self, PyFrameObject *frame)
+{
+    PyObject *arg = Py_NewRef(self->stop_arg ? self->stop_arg : Py_None);
+    if (self->ignored_handler != NULL) {
+        PyObject *handler = Py_NewRef(self->ignored_handler);
+        self->in_callback++;
+        PyObject *res = PyObject_CallFunctionObjArgs(handler, (PyObject *)frame, arg, NULL);
+        self->in_callback--;
+        if (res == NULL)
+            PyErr_WriteUnraisable(handler);
+        Py_XDECREF(res);
+        Py_DECREF(handler);
+    }
+    if (self->request != REQUEST_STOP) {
+        self->request = REQUEST_STOP;
+        Py_XSETREF(self->request_arg, Py_NewRef(arg));
+    }
+    Py_DECREF(arg);
+    return do_stop(self, frame);
+}
+
 static int
 trace_func(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 {
@@ -259,8 +352,11 @@ trace_func(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     case REQUEST_BREAK:
         return do_break(self, frame);
     default:
-        return 0;
+        break;
     }
+    if (self->status == STATUS_STOPPING && !handling_stop(PyThreadState_Get()))
+        return stop_ignored(self, frame);
+    return 0;
 }
 
 /* ------------------------------------------------------------ frame lookup */
@@ -311,7 +407,9 @@ begin_run(Controller *self)
     Py_CLEAR(self->toplevel);
     Py_CLEAR(self->break_frame);
     Py_CLEAR(self->request_arg);
+    Py_CLEAR(self->stop_arg);
     self->request = REQUEST_NONE;
+    self->insist = 0;
     self->last_lineno = -1;
     set_status(self, STATUS_RUNNING, -1);
     /* catches the first call event, which names the toplevel frame */
@@ -332,7 +430,9 @@ end_run(Controller *self, PyObject *result)
     Py_CLEAR(self->base_frame);
     Py_CLEAR(self->break_frame);
     Py_CLEAR(self->request_arg);
+    Py_CLEAR(self->stop_arg);
     self->request = REQUEST_NONE;
+    self->insist = 0;
     self->tstate = NULL;
     PyErr_Restore(type, value, tb);
     set_status(self, result != NULL ? STATUS_IDLE : STATUS_IDLEEXC, self->last_lineno);
@@ -404,6 +504,11 @@ Controller_set_break(Controller *self, PyObject *args)
         PyErr_SetString(PyExc_RuntimeError, "cannot break: the script is already in break");
         return NULL;
     }
+    if (self->status == STATUS_STOPPING) {
+        /* a break would pause the script's cleanup and lose the stopping state */
+        PyErr_SetString(PyExc_RuntimeError, "cannot break: the script is stopping");
+        return NULL;
+    }
     if (self->request == REQUEST_STOP)   /* a pending stop wins over a break */
         Py_RETURN_NONE;
     self->request = REQUEST_BREAK;
@@ -414,14 +519,19 @@ Controller_set_break(Controller *self, PyObject *args)
 }
 
 static PyObject *
-Controller_set_stop(Controller *self, PyObject *args)
+Controller_set_stop(Controller *self, PyObject *args, PyObject *kwds)
 {
+    static char *kwlist[] = {"arg", "insist", NULL};
     PyObject *arg = Py_None;
-    if (!PyArg_ParseTuple(args, "|O:set_stop", &arg))
+    int insist = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|Op:set_stop", kwlist, &arg, &insist))
         return NULL;
     if (check_running(self, "stop") < 0)
         return NULL;
     self->request = REQUEST_STOP;
+    /* once insisting, always insisting: a later plain stop must not let
+       the script's cleanup run on */
+    self->insist = self->insist || insist;
     Py_XSETREF(self->request_arg, Py_NewRef(arg));
     if (install_trace(self) < 0)
         return NULL;
@@ -464,10 +574,13 @@ Controller_stop(Controller *self, PyObject *args)
                         "stop() must be called from the script thread; use set_stop() elsewhere");
         return NULL;
     }
-    Py_CLEAR(self->request_arg);
-    self->request = REQUEST_NONE;
-    if (self->lineno_mode == LINENO_ON_DEMAND)
-        uninstall_trace(self);
+    if (!self->insist) {
+        Py_CLEAR(self->request_arg);
+        self->request = REQUEST_NONE;
+    }
+    /* watch for the script swallowing the ControlStop, as after do_stop */
+    if (install_trace(self) < 0)
+        return NULL;
     PyFrameObject *frame = find_eligible_frame(self);
     if (frame != NULL) {
         self->last_lineno = PyFrame_GetLineNumber(frame);
@@ -482,6 +595,17 @@ Controller_pending(Controller *self, PyObject *unused)
 {
     PyObject *arg = self->request_arg ? self->request_arg : Py_None;
     return Py_BuildValue("(iO)", self->request, arg);
+}
+
+static PyObject *
+Controller_set_ignored_handler(Controller *self, PyObject *handler)
+{
+    if (handler != Py_None && !PyCallable_Check(handler)) {
+        PyErr_SetString(PyExc_TypeError, "handler must be callable or None");
+        return NULL;
+    }
+    Py_XSETREF(self->ignored_handler, handler == Py_None ? NULL : Py_NewRef(handler));
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -543,6 +667,12 @@ Controller_get_trace_installed(Controller *self, void *closure)
     return PyBool_FromLong(self->trace_installed);
 }
 
+static PyObject *
+Controller_get_insisting(Controller *self, void *closure)
+{
+    return PyBool_FromLong(self->insist);
+}
+
 /* ------------------------------------------------------------ lifecycle */
 
 static int
@@ -602,6 +732,8 @@ Controller_traverse(Controller *self, visitproc visit, void *arg)
     Py_VISIT(self->toplevel);
     Py_VISIT(self->break_frame);
     Py_VISIT(self->saved_obj);
+    Py_VISIT(self->stop_arg);
+    Py_VISIT(self->ignored_handler);
     return 0;
 }
 
@@ -615,6 +747,8 @@ Controller_clear(Controller *self)
     Py_CLEAR(self->toplevel);
     Py_CLEAR(self->break_frame);
     Py_CLEAR(self->saved_obj);
+    Py_CLEAR(self->stop_arg);
+    Py_CLEAR(self->ignored_handler);
     return 0;
 }
 
@@ -638,9 +772,12 @@ static PyMethodDef Controller_methods[] = {
     {"set_break", (PyCFunction)Controller_set_break, METH_VARARGS,
      "set_break(arg=None)\n\nFrom any thread: call breakfunc(frame, arg) in the script thread "
      "at its next eligible line."},
-    {"set_stop", (PyCFunction)Controller_set_stop, METH_VARARGS,
-     "set_stop(arg=None)\n\nFrom any thread: raise ControlStop(arg) in the script at its next "
-     "eligible line."},
+    {"set_stop", (PyCFunction)(void (*)(void))Controller_set_stop, METH_VARARGS | METH_KEYWORDS,
+     "set_stop(arg=None, insist=False)\n\nFrom any thread: raise ControlStop(arg) in the script "
+     "at its next eligible line.  A ControlStop the script catches without re-raising is "
+     "raised again at the next eligible line.  insist=True keeps the stop armed until the "
+     "run ends: ControlStop is raised at every eligible line, also in except and finally "
+     "blocks, and pending() keeps reporting it."},
     {"stop", (PyCFunction)Controller_stop, METH_VARARGS,
      "stop(arg=None)\n\nFrom the script thread: raise ControlStop(arg) here and now."},
     {"breakpoint", (PyCFunction)Controller_breakpoint, METH_NOARGS,
@@ -649,6 +786,10 @@ static PyMethodDef Controller_methods[] = {
     {"pending", (PyCFunction)Controller_pending, METH_NOARGS,
      "pending() -> (request, arg)\n\nThe pending request: REQUEST_NONE, REQUEST_BREAK or "
      "REQUEST_STOP, and its argument."},
+    {"set_ignored_handler", (PyCFunction)Controller_set_ignored_handler, METH_O,
+     "set_ignored_handler(handler)\n\nhandler(frame, arg) is called in the script thread when "
+     "the script caught a ControlStop and went on; the stop is raised again right after it "
+     "returns (the handler may arm an insisting stop first).  None removes it."},
     {"set_observer", (PyCFunction)Controller_set_observer, METH_O,
      "set_observer(observer)\n\nobserver(status, lineno) is called in the script thread on "
      "every change of status (None removes it)."},
@@ -667,6 +808,8 @@ static PyGetSetDef Controller_getset[] = {
      "LINENO_ON_DEMAND or LINENO_TRACE_ALL", NULL},
     {"trace_installed", (getter)Controller_get_trace_installed, NULL,
      "whether the trace function is installed on the script thread now", NULL},
+    {"insisting", (getter)Controller_get_insisting, NULL,
+     "whether an insisting stop (set_stop(insist=True)) is armed", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -683,6 +826,142 @@ static PyType_Slot Controller_slots[] = {
     {Py_tp_methods, Controller_methods},
     {Py_tp_getset, Controller_getset},
     {0, NULL},
+};
+
+/* --------------------------------------------------------- other threads */
+
+/* The trace object installed on a thread that stop_thread() stops: it
+   raises ControlStop(arg) at the next line of eligible code, again whenever
+   that one was swallowed, and with insist at every eligible line.  The
+   thread's state owns it (c_traceobj) and drops it when the thread ends, so
+   nothing here refers to a thread state after the install. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *arg;
+    PyObject *filename;   /* str or NULL: every frame */
+    int insist;
+    int raised;
+} ThreadStop;
+
+static PyTypeObject *ThreadStopType;
+
+static int
+thread_stop_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *unused)
+{
+    ThreadStop *self = (ThreadStop *)obj;
+    if (what != PyTrace_LINE)
+        return 0;
+    if (self->filename != NULL && !filename_matches(self->filename, frame))
+        return 0;
+    /* after the first raise, cleanup code runs undisturbed unless insisting */
+    if (self->raised && !self->insist && handling_stop(PyThreadState_Get()))
+        return 0;
+    self->raised = 1;
+    PyObject *exc = PyObject_CallOneArg(ControlStop, self->arg);
+    if (exc != NULL) {
+        PyErr_SetObject(ControlStop, exc);
+        Py_DECREF(exc);
+    }
+    return -1;
+}
+
+static int
+ThreadStop_traverse(ThreadStop *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->arg);
+    return 0;
+}
+
+static int
+ThreadStop_clear(ThreadStop *self)
+{
+    Py_CLEAR(self->arg);
+    return 0;
+}
+
+static void
+ThreadStop_dealloc(ThreadStop *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    ThreadStop_clear(self);
+    Py_CLEAR(self->filename);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot ThreadStop_slots[] = {
+    {Py_tp_doc, "Trace object of a thread being stopped by stop_thread()."},
+    {Py_tp_dealloc, ThreadStop_dealloc},
+    {Py_tp_traverse, ThreadStop_traverse},
+    {Py_tp_clear, ThreadStop_clear},
+    {0, NULL},
+};
+
+static PyType_Spec ThreadStop_spec = {
+    .name = "pyctl._pyctl.ThreadStop",
+    .basicsize = sizeof(ThreadStop),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = ThreadStop_slots,
+};
+
+static PyObject *
+pyctl_stop_thread(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"ident", "arg", "filename", "insist", NULL};
+    unsigned long ident;
+    PyObject *arg = Py_None, *filename = Py_None;
+    int insist = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "k|O$Op:stop_thread", kwlist,
+                                     &ident, &arg, &filename, &insist))
+        return NULL;
+    if (filename != Py_None && !PyUnicode_Check(filename)) {
+        PyErr_SetString(PyExc_TypeError, "filename must be a str or None");
+        return NULL;
+    }
+    PyThreadState *current = PyThreadState_Get();
+    if (ident == current->thread_id) {
+        PyErr_SetString(PyExc_ValueError, "stop_thread() cannot stop the calling thread");
+        return NULL;
+    }
+    /* with the GIL held no thread state can be created or deleted, so the
+       one found stays valid until we return */
+    PyThreadState *ts = PyInterpreterState_ThreadHead(current->interp);
+    while (ts != NULL && ts->thread_id != ident)
+        ts = PyThreadState_Next(ts);
+    if (ts == NULL)
+        Py_RETURN_FALSE;
+    ThreadStop *stopper = PyObject_GC_New(ThreadStop, ThreadStopType);
+    if (stopper == NULL)
+        return NULL;
+    stopper->arg = Py_NewRef(arg);
+    stopper->filename = filename == Py_None ? NULL : Py_NewRef(filename);
+    stopper->insist = insist;
+    stopper->raised = 0;
+    PyObject_GC_Track(stopper);
+    int err = _PyEval_SetTrace(ts, thread_stop_trace, (PyObject *)stopper);
+    Py_DECREF(stopper);
+    if (err < 0)
+        return NULL;
+    /* an insisting stop also reaches code outside the eligible frames (a
+       library loop called from the script), once, as soon as the thread
+       runs Python bytecode again */
+    if (insist)
+        PyThreadState_SetAsyncExc(ident, ControlStop);
+    Py_RETURN_TRUE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"stop_thread", (PyCFunction)(void (*)(void))pyctl_stop_thread, METH_VARARGS | METH_KEYWORDS,
+     "stop_thread(ident, arg=None, *, filename=None, insist=False) -> bool\n\n"
+     "Stop another thread (not one running a Controller's script): ControlStop(arg) is "
+     "raised at its next line of code from the file filename (any code if None), and "
+     "again whenever it was caught and not re-raised.  insist=True raises it at every "
+     "such line, also in except and finally blocks, and once wherever the thread runs "
+     "Python next.  A thread blocked in C is reached when the call returns.  Returns "
+     "False if no thread has that ident (threading.get_ident() / Thread.ident)."},
+    {NULL, NULL, 0, NULL},
 };
 
 static PyType_Spec Controller_spec = {
@@ -702,6 +981,10 @@ module_exec(PyObject *module)
         "'except Exception:' does not swallow it.",
         PyExc_BaseException, NULL);
     if (ControlStop == NULL || PyModule_AddObjectRef(module, "ControlStop", ControlStop) < 0)
+        return -1;
+    if (ThreadStopType == NULL)
+        ThreadStopType = (PyTypeObject *)PyType_FromSpec(&ThreadStop_spec);
+    if (ThreadStopType == NULL)
         return -1;
     PyObject *type = PyType_FromModuleAndSpec(module, &Controller_spec, NULL);
     if (type == NULL)
@@ -736,6 +1019,7 @@ static struct PyModuleDef pyctl_module = {
     .m_name = "pyctl._pyctl",
     .m_doc = "Script controller: break, continue and stop Python code from another thread.",
     .m_size = 0,
+    .m_methods = module_methods,
     .m_slots = module_slots,
 };
 

@@ -7,6 +7,7 @@ produces), and tests wait for specific events, never for time.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -268,3 +269,94 @@ def test_instrument_session_in_the_script_namespace(
     assert 0 < position < 80
     assert session.devices["sth"].status()[0] != BUSY
     session.shutdown()
+
+
+def test_stop_escalates_to_emergency_for_a_script_stuck_in_c(
+        setup: tuple[ScriptController, Recorder]) -> None:
+    controller, rec = setup
+    stopped: list[str] = []
+    controller.register_emergency_stop(lambda: stopped.append("motor"))
+    gate = threading.Lock()
+    gate.acquire()
+    controller.namespace["gate"] = gate
+    # acquire() blocks in C, called straight from the script
+    controller.queue("", "print('blocking')\ngate.acquire()\nprint('never')\n", ALICE)
+    rec.wait_for("status", lambda s: s == [STATUS_RUNNING, 2])
+    controller.stop(2, ALICE)
+    controller.stop(2, ALICE)
+    assert stopped == []  # immediate, not yet emergency
+    stuck = rec.wait_for("message", lambda m: "does not respond to the immediate stop" in m[3])
+    assert "a call at script line 2" in stuck[3]
+    controller.stop(2, ALICE)
+    assert stopped == ["motor"]
+    rec.wait_for("message", lambda m: "does not respond to the emergency stop" in m[3])
+    controller.stop(2, ALICE)  # a fourth repeats the emergency stop
+    assert stopped == ["motor", "motor"]
+    gate.release()
+    assert rec.wait_for("done")["success"] is False
+    texts = rec.texts()
+    assert "never\n" not in texts and "Script stopped by alice\n" in texts
+    escalations = [t for t in texts if t.startswith("Stop requested")]
+    assert escalations == [
+        "Stop requested by alice\n",
+        "Stop requested again by alice: escalated to immediate stop, at the next line of "
+        "the script, its cleanup code included\n",
+        "Stop requested a third time by alice: escalated to emergency stop, all devices "
+        "are stopped\n",
+        "Stop requested again by alice: emergency stop repeated\n",
+    ]
+
+
+def test_time_sleep_is_interruptible_in_the_script_thread_only(tmp_path: Path) -> None:
+    real_sleep = time.sleep
+    bus = EventBus()
+    rec = Recorder()
+    bus.subscribe(rec)
+    controller = ScriptController(bus, SimpleNamespace(updateinterval=0.02, datadir=tmp_path))
+    controller.start_threads()
+    try:
+        assert time.sleep is not real_sleep
+        # elsewhere it is time.sleep, errors included
+        time.sleep(0)
+        with pytest.raises(ValueError, match="non-negative"):
+            time.sleep(-1)
+        with pytest.raises(TypeError):
+            time.sleep("1")
+        controller.queue("", "import time as t\nt.sleep(3600)\nprint('woke')\n", ALICE)
+        rec.wait_for("status", lambda s: s == [STATUS_RUNNING, 2])
+        controller.stop(BREAK_AFTER_STEP, ALICE)
+        assert rec.wait_for("done")["success"] is False
+        assert "woke\n" not in rec.texts()
+    finally:
+        controller.shutdown()
+    assert time.sleep is real_sleep
+
+
+@pytest.mark.parametrize("how", ["stop", "emergency"])
+def test_stop_between_taking_and_starting_a_request_is_not_lost(
+        setup: tuple[ScriptController, Recorder], how: str) -> None:
+    controller, recorder = setup
+    taken = threading.Event()
+    release = threading.Event()
+
+    class HoldProcessing:
+        """Holds the script thread inside the window: request taken, not started."""
+
+        def push(self, event: str, frame: bytes) -> None:
+            if event == "processing" and threading.current_thread() is \
+                    controller._script_thread:
+                taken.set()
+                assert release.wait(WAIT)
+
+    controller.bus.subscribe(HoldProcessing())
+    controller.queue("", "print('must not run')\n", ALICE)
+    assert taken.wait(WAIT)
+    if how == "stop":
+        controller.stop(BREAK_AFTER_STEP, ALICE)
+    else:
+        controller.emergency(ALICE)
+    release.set()
+    done = recorder.wait_for("done")
+    assert done["success"] is False
+    assert "must not run\n" not in recorder.texts()
+    assert any("Script stopped by alice" in text for text in recorder.texts())

@@ -27,6 +27,7 @@ from pyctl import (
     Controller,
     ControlStop,
 )
+from pyctl import stop_thread as pyctl_stop_thread
 
 WAIT = 10.0  # generous upper bound for an event that must happen
 
@@ -499,3 +500,263 @@ def test_many_start_stop_cycles_do_not_leak() -> None:
     assert len(gc.get_objects()) - objects_before < 50
     assert mem_after - mem_before < 64 * 1024
     assert ctl.status == STATUS_IDLEEXC
+
+
+# -- scripts that ignore the stop ---------------------------------------------------------
+
+
+def armed_call(ctl: Controller, ready: threading.Event) -> None:
+    """Library code: waits until a stop is pending and raises it here, inside
+    whatever try block of the script called us."""
+    ready.set()
+    assert ctl.wait(WAIT)
+    ctl.breakpoint()
+
+
+def test_swallowed_stop_is_raised_again_and_reported() -> None:
+    h = Harness(break_only_in_filename="<script>")
+    ignored: list[tuple[int, Any]] = []
+    h.ctl.set_ignored_handler(lambda frame, arg: ignored.append((frame.f_lineno, arg)))
+    ns = gated_namespace(log=[], armed_call=armed_call, ctl=h.ctl)
+    h.run(script("""
+        while True:
+            try:
+                armed_call(ctl, ready)
+            except BaseException as err:
+                log.append(type(err).__name__)
+            log.append("went on")
+    """), ns)
+    assert ns["ready"].wait(WAIT)
+    h.ctl.set_stop("halt")
+    h.join()
+    assert isinstance(h.result, ControlStop) and h.result.args == ("halt",)
+    # caught once (the handler ran as cleanup), raised again at the next line
+    assert ns["log"] == ["ControlStop"]
+    assert ignored == [(6, "halt")]
+    assert [s for s, _ in h.statuses] == [STATUS_RUNNING, STATUS_STOPPING, STATUS_IDLEEXC]
+
+
+def test_cleanup_that_handles_other_exceptions_is_not_taken_for_ignoring() -> None:
+    h = Harness(break_only_in_filename="<script>")
+    ignored: list[Any] = []
+    h.ctl.set_ignored_handler(lambda frame, arg: ignored.append(arg))
+    ns = gated_namespace(log=[])
+    h.run(script("""
+        def tidy():
+            try:
+                raise KeyError("inner")
+            except KeyError:
+                log.append("handled inner")
+            log.append("tidied")
+        try:
+            ready.set()
+            while True:
+                pass
+        finally:
+            tidy()
+            log.append("cleanup done")
+    """), ns)
+    assert ns["ready"].wait(WAIT)
+    h.ctl.set_stop("halt")
+    h.join()
+    assert isinstance(h.result, ControlStop)
+    assert ns["log"] == ["handled inner", "tidied", "cleanup done"]
+    assert ignored == []
+
+
+def test_insisting_stop_ends_endless_cleanup() -> None:
+    h = Harness(break_only_in_filename="<script>")
+    ns = gated_namespace(log=[], cleaning=threading.Event())
+    h.run(script("""
+        try:
+            ready.set()
+            while True:
+                pass
+        finally:
+            cleaning.set()
+            while True:
+                try:
+                    log.append(1) if not log else None
+                except BaseException:
+                    log.append("caught")
+    """), ns)
+    assert ns["ready"].wait(WAIT)
+    h.ctl.set_stop("first")
+    assert ns["cleaning"].wait(WAIT)
+    # the plain stop lets the cleanup run: nothing is pending any more
+    assert h.ctl.pending() == (0, None) and not h.ctl.insisting
+    with pytest.raises(RuntimeError, match="stopping"):
+        h.ctl.set_break()
+    h.ctl.set_stop("second", insist=True)
+    h.join()
+    assert isinstance(h.result, ControlStop) and h.result.args == ("second",)
+    assert not h.ctl.insisting  # cleared when the run ends
+    assert STATUS_INBREAK not in [s for s, _ in h.statuses]
+
+
+def library_after_stop(ctl: Controller, record: list) -> None:
+    """Library code that swallows the stop twice."""
+    try:
+        ctl.breakpoint()
+    except ControlStop:
+        record.append(ctl.pending())
+        record.append(ctl.wait(WAIT))  # returns at once: the stop stays armed
+    try:
+        ctl.breakpoint()
+    except ControlStop:
+        record.append("raised again")
+
+
+def test_insisting_stop_stays_pending_for_wait_and_breakpoint() -> None:
+    h = Harness(break_only_in_filename="<script>")
+    ns = gated_namespace(record=[], ctl=h.ctl, library_after_stop=library_after_stop)
+    # one line: no new line event between the gate and the library call
+    h.run(script("""
+        ready.set(); gate.wait(); library_after_stop(ctl, record)
+        record.append("next line ran")
+    """), ns)
+    assert ns["ready"].wait(WAIT)
+    h.ctl.set_stop("firm", insist=True)
+    assert h.ctl.insisting
+    ns["gate"].set()
+    h.join()
+    assert isinstance(h.result, ControlStop) and h.result.args == ("firm",)
+    assert ns["record"] == [(REQUEST_STOP, "firm"), True, "raised again"]
+
+
+def test_insisting_stop_from_break_keeps_insisting() -> None:
+    h = Harness(break_only_in_filename="<script>")
+    ns = gated_namespace(log=[])
+    h.run(script("""
+        try:
+            ready.set()
+            while True:
+                pass
+        finally:
+            try:
+                log.append("cleanup")
+            finally:
+                log.append("inner cleanup")
+    """), ns)
+    assert ns["ready"].wait(WAIT)
+    h.ctl.set_break()
+    h.wait_break()
+    h.ctl.set_stop("now", insist=True)
+    h.join()
+    assert isinstance(h.result, ControlStop) and h.result.args == ("now",)
+    # raised again at the first line of each cleanup block
+    assert ns["log"] == []
+
+
+# -- other threads ------------------------------------------------------------------------
+
+
+class ScriptThread:
+    """A thread running a function of a script, recording how it ended."""
+
+    def __init__(self, code: str, name: str, **namespace: Any) -> None:
+        self.ns: dict[str, Any] = {"started": threading.Event(), "log": [], **namespace}
+        exec(script(code), self.ns)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(self.ns[name],), daemon=True)
+        self.thread.start()
+        assert self.ns["started"].wait(WAIT)
+
+    def _run(self, func: Callable[[], None]) -> None:
+        try:
+            func()
+        except BaseException as err:  # noqa: BLE001 - the test inspects it
+            self.error = err
+
+    def join(self) -> None:
+        self.thread.join(WAIT)
+        assert not self.thread.is_alive(), "thread did not end"
+
+
+def test_stop_thread_reaches_a_thread_that_swallows_the_stop() -> None:
+    release = threading.Event()
+    worker = ScriptThread("""
+        def worker():
+            try:
+                started.set()
+                while True:
+                    try:
+                        release.wait()
+                    except BaseException as err:
+                        log.append(type(err).__name__)
+            finally:
+                log.append("finally")
+    """, "worker", release=release)
+    # blocked in C: the stop acts when the call returns
+    assert pyctl_stop_thread(worker.thread.ident, "bye", filename="<script>") is True
+    release.set()
+    worker.join()
+    assert isinstance(worker.error, ControlStop) and worker.error.args == ("bye",)
+    # the first ControlStop was caught or not, depending on the line it met
+    # first; either way the thread ended and its finally block ran
+    assert worker.ns["log"][-1] == "finally"
+    assert set(worker.ns["log"][:-1]) <= {"ControlStop"}
+    assert pyctl_stop_thread(worker.thread.ident) is False  # gone
+
+
+def test_stop_thread_insisting_ends_endless_cleanup() -> None:
+    cleaning = threading.Event()
+    worker = ScriptThread("""
+        def worker():
+            try:
+                started.set()
+                while True:
+                    pass
+            finally:
+                cleaning.set()
+                while True:
+                    pass
+    """, "worker", cleaning=cleaning)
+    assert pyctl_stop_thread(worker.thread.ident, "plain", filename="<script>")
+    assert cleaning.wait(WAIT)
+    assert worker.thread.is_alive()  # a plain stop lets the cleanup run
+    assert pyctl_stop_thread(worker.thread.ident, "firm", filename="<script>", insist=True)
+    worker.join()
+    assert isinstance(worker.error, ControlStop)
+
+
+def test_stop_thread_misuse() -> None:
+    with pytest.raises(ValueError, match="calling thread"):
+        pyctl_stop_thread(threading.get_ident())
+    with pytest.raises(TypeError, match="filename"):
+        pyctl_stop_thread(1, filename=b"<script>")
+    finished = threading.Thread(target=lambda: None)
+    finished.start()
+    finished.join()
+    assert finished.ident is not None
+    assert pyctl_stop_thread(finished.ident) is False
+
+
+def test_insist_and_stop_thread_do_not_leak() -> None:
+    token = object()
+    ctl = Controller(lambda frame, arg: None, break_only_in_filename="<script>")
+    code = script("""
+        ctl.set_stop(token, insist=True)
+        never = 1
+    """)
+    namespace = {"ctl": ctl, "token": token}
+    for _ in range(100):
+        with pytest.raises(ControlStop):
+            ctl.start_exec(code, namespace)
+    gc.collect()
+    refs_before = sys.getrefcount(token)
+    for _ in range(1000):
+        with pytest.raises(ControlStop):
+            ctl.start_exec(code, namespace)
+    for _ in range(50):
+        worker = ScriptThread("""
+            def worker():
+                started.set()
+                while True:
+                    pass
+        """, "worker")
+        assert pyctl_stop_thread(worker.thread.ident, token, filename="<script>")
+        worker.join()
+        worker.error = None  # holds the ControlStop, which holds the token
+    gc.collect()
+    assert sys.getrefcount(token) == refs_before
