@@ -254,6 +254,43 @@ def test_emergency_key(cli: Cli, gates: Callable[[], Gate]) -> None:
     cli.quit()
 
 
+def expect_all(cli: Cli, *texts: str) -> None:
+    """Wait until each of *texts* has appeared, in any order (they come from
+    different threads)."""
+    missing = list(texts)
+    while missing:
+        try:
+            index = cli.child.expect_exact(missing)
+        except (pexpect.TIMEOUT, pexpect.EOF) as err:
+            raise AssertionError(f"no {missing!r} from the client ({type(err).__name__}); "
+                                 f"screen output so far:\n{cli.transcript()}") from None
+        del missing[index]
+
+
+def test_emergency_key_while_an_eval_waits(cli: Cli, gates: Callable[[], Gate]) -> None:
+    script_gate, eval_gate = gates(), gates()
+    cli.type(gate_line(script_gate, "cli-busy"))
+    cli.expect("cli-busy")
+    # an eval that waits for its gate (at most ~20 s): its reply is outstanding
+    wait = (f"next((i for i in range(2000) if __import__('os').path.exists("
+            f"{str(eval_gate.path)!r}) or __import__('time').sleep(0.01)), None)")
+    cli.type(f"/eval ({wait}, 'cli-eval-' + 'done')[1]")
+    try:
+        cli.expect("waiting for the daemon")
+        cli.child.send(F12)
+        expect_all(cli, "EMERGENCY STOP: sent on a second connection", "--- stopped")
+        assert "'cli-eval-done'" not in cli.transcript()  # the eval still waits
+    finally:
+        eval_gate.open()
+    cli.expect("'cli-eval-done'")
+    cli.expect_prompt()
+    cli.type("/emergency")  # the connection is free again: sent there
+    cli.expect("EMERGENCY STOP: sending")
+    cli.expect_prompt()  # /emergency runs before the next prompt: all it said is here
+    assert "second connection" not in cli.child.before
+    cli.quit()
+
+
 def test_completion(cli: Cli) -> None:
     cli.type("zqx_marker_value = 'cli-' + 'completed'")
     cli.expect("--- finished")

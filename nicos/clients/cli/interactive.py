@@ -7,6 +7,7 @@ redrawn whenever the daemon's state changes.
 
 from __future__ import annotations
 
+import asyncio
 import codeop
 import contextlib
 import os
@@ -16,9 +17,9 @@ import subprocess
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import Application, get_app
@@ -28,11 +29,12 @@ from prompt_toolkit.filters import Condition, has_focus
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.layout import FormattedTextControl, Layout, Window
 from prompt_toolkit.output import ColorDepth
 from prompt_toolkit.patch_stdout import patch_stdout
 from prompt_toolkit.styles import Style
 
-from nicos.clients.base import ClientError
+from nicos.clients.base import VIA_EXTRA, ClientError
 from nicos.protocols.daemon import STATUS_INBREAK
 
 from . import commands, render
@@ -42,6 +44,12 @@ from .session import CliClient
 EMERGENCY_KEY = 'f12'
 INDENT = '    '
 RECENT_MESSAGES = 10
+# A request the prompt waits for longer than this shows a line saying so, and
+# the emergency key works meanwhile; quicker ones show nothing (no flicker).
+QUIET_WAIT = 0.3
+WAITING_TEXT = 'waiting for the daemon ... (F12 = emergency stop)'
+
+T = TypeVar('T')
 
 STYLE = Style.from_dict({
     'state.idle': 'ansigreen bold',
@@ -51,6 +59,7 @@ STYLE = Style.from_dict({
     'state.disconnected': 'ansired bold reverse',
     'viewonly': 'ansicyan',
     'prompt': 'bold',
+    'waiting': 'ansiyellow',
 })
 
 
@@ -170,10 +179,12 @@ class InteractiveShell:
     def run(self) -> int:
         with patch_stdout(raw=True):
             self.view.app = self.session.app
+            self.client.waiter = self.wait_for_daemon
             try:
                 self._welcome()
                 self._loop()
             finally:
+                self.client.waiter = None
                 self.view.app = None
             if not self.client.state.idle and self.client.connected:
                 self.show(render.notice('the script goes on running in the daemon', self.paint))
@@ -236,12 +247,83 @@ class InteractiveShell:
             self.error(str(err))
 
     def emergency(self) -> None:
+        """Send the emergency stop; never waits behind another request (the
+        client library uses a second connection while the first one is busy)."""
         # said first, so that it comes before the daemon's reaction
         self.show(self.paint('EMERGENCY STOP: sending', 'error'))
         try:
-            self.client.ask('emergency')
+            via = self.client.emergency()
         except ClientError as err:
             self.error(f'emergency stop failed: {err}')
+            return
+        if via == VIA_EXTRA:
+            self.show(self.paint(f'EMERGENCY STOP: sent on a {via}', 'error'))
+
+    # -- waiting for the daemon --------------------------------------------------------
+
+    def wait_for_daemon(self, request: Callable[[], T]) -> T:
+        """Run *request* (a call that waits for the daemon) in a worker thread.
+
+        Between two prompts no key would be read, so while a slow request
+        (a long /eval) is outstanding, a one-line indicator runs instead,
+        on which F12 sends the emergency stop.  Printable keys typed
+        meanwhile are kept for the next prompt.
+        """
+        done = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                outcome['value'] = request()
+            except BaseException as err:  # noqa: BLE001 - raised again in the caller
+                outcome['error'] = err
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name='nicos-request', daemon=True).start()
+        if not done.wait(QUIET_WAIT):
+            self._show_waiting(done)
+        done.wait()
+        if 'error' in outcome:
+            raise outcome['error']
+        return outcome['value']
+
+    def _show_waiting(self, done: threading.Event) -> None:
+        typed: list[str] = []
+        bindings = KeyBindings()
+
+        @bindings.add(EMERGENCY_KEY)
+        def _(event: KeyPressEvent) -> None:
+            threading.Thread(target=self.emergency, name='emergency', daemon=True).start()
+
+        @bindings.add('c-c')
+        def _(event: KeyPressEvent) -> None:
+            self.show(self.paint('still waiting for the daemon; F12 = emergency stop', 'dim'))
+
+        @bindings.add('<any>')
+        def _(event: KeyPressEvent) -> None:
+            if event.data.isprintable():
+                typed.append(event.data)
+
+        app: Application[None] = Application(
+            layout=Layout(Window(FormattedTextControl([('class:waiting', WAITING_TEXT)]),
+                                 height=1)),
+            key_bindings=bindings, style=STYLE, erase_when_done=True,
+            color_depth=None if self.paint.color else ColorDepth.MONOCHROME)
+
+        async def exit_when_done() -> None:
+            # in an executor: the event is set by a plain thread
+            await asyncio.get_running_loop().run_in_executor(None, done.wait)
+            app.exit()
+
+        try:
+            # handle_sigint off: Ctrl-C is the key above, and the caller's
+            # handler (sigint_ignored) stays in place
+            app.run(pre_run=lambda: app.create_background_task(exit_when_done()),
+                    handle_sigint=False)
+        except (EOFError, KeyboardInterrupt):
+            pass  # no terminal any more: the caller just waits
+        self._pending += ''.join(typed)
 
     # -- Ctrl-C and other questions -------------------------------------------------------
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from nicos.clients.base import ClientError, LoginFailed
+from nicos.clients.tls import CertificateFileError, client_context
 
 from . import batch, profiles, render
 from .session import CliClient
@@ -59,6 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--viewonly', action='store_true',
                         help='refuse to start, change or steer scripts '
                              '(/emergency stays available)')
+    tls = parser.add_argument_group(
+        'TLS', 'only for daemons of this project with TLS configured; upstream NICOS '
+               'daemons do not speak TLS (see docs/cli.md)')
+    tls.add_argument('--tls', action='store_true',
+                     help="connect with TLS, verifying the daemon's certificate against "
+                          "the system's trusted CAs (or --tls-ca)")
+    tls.add_argument('--tls-ca', metavar='FILE',
+                     help='trust only the CA certificate(s) in this PEM file, e.g. the '
+                          "daemon's self-signed certificate (implies --tls)")
+    tls.add_argument('--tls-cert', metavar='FILE',
+                     help='client certificate (PEM) for daemons that require one '
+                          '(implies --tls)')
+    tls.add_argument('--tls-key', metavar='FILE',
+                     help="the client certificate's key, if not in --tls-cert")
+    tls.add_argument('--tls-no-verify', action='store_true',
+                     help="FOR TESTS ONLY: accept any certificate; encrypted but "
+                          "anyone in between can read and change everything (implies --tls)")
     parser.add_argument('--color', choices=profiles.COLOR_CHOICES, default=None,
                         help='colour the output (default: auto, i.e. on a terminal)')
     parser.add_argument('-v', '--verbose', action='store_true',
@@ -91,6 +110,28 @@ def get_password(user: str, address: str) -> str:
         raise UsageError(f'no terminal to ask for the password; set ${PASSWORD_ENV}') from None
     os.close(fd)
     return getpass.getpass(f'Password for {user}@{address}: ')
+
+
+def tls_context(args: argparse.Namespace, target: profiles.Target) -> ssl.SSLContext | None:
+    """The TLS context from the command line and the profile (the command line
+    wins), or None for a plain connection."""
+    cafile = args.tls_ca or target.tls_ca
+    certfile = args.tls_cert or target.tls_cert
+    keyfile = args.tls_key or target.tls_key
+    if not (args.tls or args.tls_no_verify or target.tls or cafile or certfile or keyfile):
+        return None
+    if args.tls_no_verify:
+        if cafile:
+            raise UsageError('--tls-no-verify accepts any certificate; drop it, or the CA '
+                             'file (--tls-ca, or tls_ca in the profile)')
+        sys.stderr.write("nicos-client: WARNING: --tls-no-verify: the daemon's certificate "
+                         'is not checked; anyone in between can read and change the whole '
+                         'session\n')
+    try:
+        return client_context(cafile, certfile=certfile, keyfile=keyfile,
+                              verify=not args.tls_no_verify)
+    except CertificateFileError as err:
+        raise UsageError(str(err)) from None
 
 
 def use_color(choice: str, json_lines: bool) -> bool:
@@ -128,16 +169,17 @@ def _main(args: argparse.Namespace) -> int:
     if interactive and not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError('not a terminal: use -c CODE or run FILE for non-interactive use')
     code, name = _read_code(args.command, script_file)
+    tls = tls_context(args, target)
 
     user = target.user or getpass.getuser()
     password = get_password(user, target.address)
     paint = render.Painter(use_color(args.color or target.color, args.json))
     viewonly = args.viewonly or target.viewonly
     if interactive:
-        return _interactive(target, user, password, paint, viewonly, args.verbose)
+        return _interactive(target, user, password, paint, viewonly, args.verbose, tls)
     client = CliClient(batch.StreamView(), paint, announce=False, json_lines=args.json,
                        verbose=args.verbose, auto_reconnect=False)
-    status = _connect(client, target, user, password, viewonly)
+    status = _connect(client, target, user, password, viewonly, tls)
     if status is not None:
         return status
     try:
@@ -149,13 +191,13 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _interactive(target: profiles.Target, user: str, password: str, paint: render.Painter,
-                 viewonly: bool, verbose: bool) -> int:
+                 viewonly: bool, verbose: bool, tls: ssl.SSLContext | None) -> int:
     # prompt_toolkit is imported only for the interactive mode
     from .interactive import InteractiveShell, TerminalView
 
     view = TerminalView()
     client = CliClient(view, paint, verbose=verbose)
-    status = _connect(client, target, user, password, viewonly)
+    status = _connect(client, target, user, password, viewonly, tls)
     if status is not None:
         return status
     try:
@@ -165,10 +207,10 @@ def _interactive(target: profiles.Target, user: str, password: str, paint: rende
 
 
 def _connect(client: CliClient, target: profiles.Target, user: str, password: str,
-             viewonly: bool) -> int | None:
+             viewonly: bool, tls: ssl.SSLContext | None) -> int | None:
     """Connect and log in; an exit status on failure, else None."""
     try:
-        client.open(target.host, target.port, user, password, viewonly=viewonly)
+        client.open(target.host, target.port, user, password, viewonly=viewonly, tls=tls)
     except LoginFailed as err:
         sys.stderr.write(f'nicos-client: login to {target.address} as {user} failed: {err}\n')
         return batch.EXIT_LOGIN

@@ -11,6 +11,14 @@ Profiles live in ``$XDG_CONFIG_HOME/nicos-client/profiles.toml`` (default
     user = "operator"          # optional, default: your login name
     viewonly = false           # optional
     color = "auto"             # optional: "auto", "always" or "never"
+    tls = true                 # optional: connect with TLS (daemons of this project only)
+    tls_ca = "lab-ca.pem"      # optional: CA file to verify the daemon's certificate
+    tls_cert = "me.pem"        # optional: client certificate, if the daemon requires one
+    tls_key = "me.key"         # optional: its key, if not in tls_cert
+
+Any ``tls_*`` key implies ``tls = true``; relative paths are taken from the profile
+file's directory.  Turning certificate verification off is possible on the command
+line only (``--tls-no-verify``), never in a profile.
 
 Unknown keys are errors, so that a typo never silently falls back to a default.
 Passwords are never read from this file: a ``password`` key is refused.
@@ -34,7 +42,9 @@ PROFILES_FILE = 'profiles.toml'
 HISTORY_FILE = 'history'
 COLOR_CHOICES = ('auto', 'always', 'never')
 
-_PROFILE_KEYS = {'host': str, 'port': int, 'user': str, 'viewonly': bool, 'color': str}
+_PROFILE_KEYS = {'host': str, 'port': int, 'user': str, 'viewonly': bool, 'color': str,
+                 'tls': bool, 'tls_ca': str, 'tls_cert': str, 'tls_key': str}
+TLS_FILE_KEYS = ('tls_ca', 'tls_cert', 'tls_key')
 _TOP_KEYS = {'default', 'profiles'}
 
 
@@ -52,6 +62,10 @@ class Target:
     viewonly: bool = False
     color: str = 'auto'
     profile: str | None = None
+    tls: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     @property
     def address(self) -> str:
@@ -119,6 +133,9 @@ def load_profiles(path: Path | None = None) -> Profiles:
         raise ProfileError(f'{path}: "profiles" must be a table of [profiles.NAME] tables')
     for name, entry in entries.items():
         _check_profile(path, name, entry)
+        for key in TLS_FILE_KEYS:
+            if key in entry:
+                entry[key] = os.path.join(path.parent, os.path.expanduser(entry[key]))
     default = data.get('default')
     if default is not None and (not isinstance(default, str) or default not in entries):
         raise ProfileError(f'{path}: default = {default!r} names no [profiles.*] table')
@@ -145,6 +162,11 @@ def _check_profile(path: Path, name: str, entry: Any) -> None:
         raise ProfileError(f'{where}: port {entry["port"]} is out of range')
     if entry.get('color', 'auto') not in COLOR_CHOICES:
         raise ProfileError(f'{where}: color must be one of {", ".join(COLOR_CHOICES)}')
+    for key in TLS_FILE_KEYS:
+        if key in entry and not entry[key]:
+            raise ProfileError(f'{where}: {key} is empty')
+    if entry.get('tls') is False and any(key in entry for key in TLS_FILE_KEYS):
+        raise ProfileError(f'{where}: tls = false contradicts the tls_* file keys')
 
 
 def parse_address(text: str) -> tuple[str | None, str, int | None]:
@@ -191,4 +213,7 @@ def resolve_target(text: str | None, profiles: Profiles) -> Target:
         return Target(host=host, port=port or DEFAULT_PORT, user=user)
     return Target(host=entry['host'], port=port or entry.get('port', DEFAULT_PORT),
                   user=user or entry.get('user'), viewonly=entry.get('viewonly', False),
-                  color=entry.get('color', 'auto'), profile=host)
+                  color=entry.get('color', 'auto'), profile=host,
+                  tls=entry.get('tls', False) or any(key in entry for key in TLS_FILE_KEYS),
+                  tls_ca=entry.get('tls_ca'), tls_cert=entry.get('tls_cert'),
+                  tls_key=entry.get('tls_key'))

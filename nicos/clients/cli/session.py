@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import ssl
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -118,18 +119,32 @@ class CliClient(NicosClient):
         self._stopping: set[str] = set()
         self._errors: dict[str, str] = {}
         self._credentials: tuple[str, int, str, str, bool] | None = None
+        self._tls: ssl.SSLContext | None = None
         self._closing = threading.Event()
         self._broken = threading.Event()  # wakes the reconnecting thread
         self._supervisor: threading.Thread | None = None
+        # Set by the interactive shell: runs a request for which the main
+        # thread would wait, so that the emergency key works meanwhile.
+        self.waiter: Callable[[Callable[[], Any]], Any] | None = None
+
+    def ask(self, command: str, *args: Any, timeout: float | None = None) -> Any:
+        """NicosClient.ask; in the main thread through the waiter, if one is set."""
+        waiter = self.waiter
+        if waiter is None or threading.current_thread() is not threading.main_thread():
+            return super().ask(command, *args, timeout=timeout)
+        return waiter(lambda: NicosClient.ask(self, command, *args, timeout=timeout))
 
     # -- connection ------------------------------------------------------------------
 
     def open(self, host: str, port: int, login: str, password: str,
-             viewonly: bool = False) -> None:
+             viewonly: bool = False, tls: ssl.SSLContext | None = None) -> None:
         """Connect and log in, then fetch the daemon's state.  The password is
-        kept in memory (only) for reconnecting."""
+        kept in memory (only) for reconnecting.  *tls*: connect with TLS (see
+        nicos.clients.tls.client_context); reconnecting uses it as well."""
         self._credentials = (host, port, login, password, viewonly)
-        self.connect(host, port, login, password, viewonly=viewonly, eventmask=EVENT_MASK)
+        self._tls = tls
+        self.connect(host, port, login, password, viewonly=viewonly, eventmask=EVENT_MASK,
+                     tls=tls or False)
         self._sync()
 
     def close(self) -> None:
@@ -186,7 +201,7 @@ class CliClient(NicosClient):
         while not self._closing.wait(delay):
             try:
                 self.connect(host, port, login, password, viewonly=viewonly,
-                             eventmask=EVENT_MASK)
+                             eventmask=EVENT_MASK, tls=self._tls or False)
                 self._sync()
             except LoginFailed as err:
                 self.view.show(self.paint(f'ERROR: reconnecting failed: {err}; giving up '

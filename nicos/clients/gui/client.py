@@ -9,8 +9,12 @@ Threads:
   connecting, logging in, and every command; results come back to the GUI
   thread through ``_Relay.taskDone`` (queued as well);
 - commands run in one worker, in the order given; connecting has a pool of
-  its own, and so do the steering commands (emergency stop, break, continue,
-  stop, finish), so that they never wait for a free worker.
+  its own, and so do the steering commands (break, continue, stop, finish),
+  so that they never wait for a free worker;
+- the emergency stop has a pool of its own as well, and it uses
+  ``NicosClient.emergency()``: when a request is outstanding on the control
+  connection (a slow eval), it is sent on a second, short-lived connection
+  instead of waiting behind it.
 
 Events and task results travel through the same queued signal connection, so
 they reach the GUI thread in the order in which they happened.
@@ -60,8 +64,9 @@ MESSAGES_ON_CONNECT = 2000
 CONNECT_TIMEOUT = 15.0
 # Commands sent by a pool of their own, so that they never wait for a free
 # worker behind slower requests (the client library still sends one request
-# at a time on the control connection).
-URGENT_COMMANDS = frozenset({'emergency', 'break', 'continue', 'stop', 'finish'})
+# at a time on the control connection).  The emergency stop is not among
+# them: see QtClient.emergency().
+URGENT_COMMANDS = frozenset({'break', 'continue', 'stop', 'finish'})
 # Delays between reconnection attempts (the last one repeats until connected,
 # or until the user disconnects).
 RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0)
@@ -95,6 +100,10 @@ class ConnectionParams:
     port: int = DEFAULT_PORT
     user: str = ''
     viewonly: bool = False
+    # TLS (daemons of this project only); tls_ca: PEM file of the CA(s) to trust
+    # instead of the system's, '' for the system's.
+    tls: bool = False
+    tls_ca: str = ''
 
     @property
     def address(self) -> str:
@@ -177,6 +186,7 @@ class QtClient(QObject):
     connected = pyqtSignal()                # after the snapshot has been applied
     disconnected = pyqtSignal()
     commandFailed = pyqtSignal(str, str)    # command, reason
+    emergencySent = pyqtSignal(str)         # how: 'control connection' / 'second connection'
     # daemon state (all after DaemonState has been updated)
     statusChanged = pyqtSignal(int, int)    # status, line
     message = pyqtSignal(object)            # message record
@@ -216,6 +226,10 @@ class QtClient(QObject):
         # Steering commands do not wait behind queries (still in their order).
         self._urgent_pool = QThreadPool(self)
         self._urgent_pool.setMaxThreadCount(1)
+        # Emergency stops wait for nothing, not even for each other (each one
+        # that finds the control connection busy opens a connection of its own).
+        self._emergency_pool = QThreadPool(self)
+        self._emergency_pool.setMaxThreadCount(4)
         self._task_ids = itertools.count(1)
         self._callbacks: dict[int, tuple[Callback | None, Callback | None]] = {}
         self._generation = 0
@@ -275,7 +289,7 @@ class QtClient(QObject):
     def shutdown(self, timeout_ms: int = 3000) -> None:
         """Disconnect and wait (bounded) for the worker threads; at exit."""
         self.disconnect_from()
-        for pool in (self._pool, self._connect_pool, self._urgent_pool):
+        for pool in (self._pool, self._connect_pool, self._urgent_pool, self._emergency_pool):
             pool.waitForDone(timeout_ms)
 
     def _drop_connection(self) -> None:
@@ -298,7 +312,8 @@ class QtClient(QObject):
         def work() -> dict[str, Any]:
             conn.connect(params.host, params.port, params.user, password,
                          viewonly=params.viewonly, eventmask=EVENT_MASK,
-                         timeout=CONNECT_TIMEOUT)
+                         timeout=CONNECT_TIMEOUT, tls=params.tls,
+                         cafile=(params.tls_ca or None) if params.tls else None)
             try:
                 return _fetch_snapshot(conn)
             except ClientError:
@@ -448,8 +463,22 @@ class QtClient(QObject):
         return self.ask('stop', level)
 
     def emergency(self) -> bool:
-        """Emergency stop; runs in its own thread pool."""
-        return self.ask('emergency')
+        """Emergency stop, sent from a worker of its own: the GUI thread never
+        waits.  It never queues behind other requests either: while the
+        control connection waits for a reply, NicosClient.emergency() sends
+        it on a second connection.  The outcome is reported by
+        ``emergencySent`` or ``commandFailed('emergency', reason)``.  False
+        when not connected (nothing sent)."""
+        conn = self._conn
+        if conn is None or not self.is_connected:
+            self.commandFailed.emit('emergency', 'not connected')
+            return False
+
+        def failed(err: BaseException) -> None:
+            self.commandFailed.emit('emergency', str(err) or type(err).__name__)
+
+        self._submit(conn.emergency, self.emergencySent.emit, failed, self._emergency_pool)
+        return True
 
     def update_script(self, code: str, reqid: str | None, reason: str = '',
                       result: Callback | None = None, error: Callback | None = None) -> bool:

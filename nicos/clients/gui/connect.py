@@ -1,12 +1,13 @@
 """The connect dialog and the remembered connection profiles.
 
 Profiles live in the settings under ``profiles/<name>`` (host, port, user,
-view-only).  Passwords are never stored.
+view-only, TLS and its CA file).  Passwords are never stored.
 """
 
 from __future__ import annotations
 
 import getpass
+import os
 import re
 
 from PyQt5.QtCore import QSettings, Qt, pyqtSignal
@@ -15,6 +16,7 @@ from PyQt5.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -45,6 +47,11 @@ def parse_address(text: str, default_user: str = '') -> ConnectionParams:
                             user=match.group('user') or default_user)
 
 
+def _as_bool(value: object) -> bool:
+    # QSettings gives back booleans as strings with some back-ends (INI files).
+    return str(value).lower() in ('true', '1')
+
+
 def load_profiles(settings: QSettings) -> dict[str, ConnectionParams]:
     profiles: dict[str, ConnectionParams] = {}
     settings.beginGroup(PROFILE_GROUP)
@@ -53,10 +60,12 @@ def load_profiles(settings: QSettings) -> dict[str, ConnectionParams]:
             settings.beginGroup(name)
             try:
                 port = int(settings.value('port', DEFAULT_PORT))
-                viewonly = str(settings.value('viewonly', 'false')).lower() in ('true', '1')
+                viewonly = _as_bool(settings.value('viewonly', 'false'))
                 profiles[name] = ConnectionParams(
                     host=str(settings.value('host', 'localhost')), port=port,
-                    user=str(settings.value('user', '')), viewonly=viewonly)
+                    user=str(settings.value('user', '')), viewonly=viewonly,
+                    tls=_as_bool(settings.value('tls', 'false')),
+                    tls_ca=str(settings.value('tls_ca', '') or ''))
             except (TypeError, ValueError):
                 pass
             finally:
@@ -72,6 +81,8 @@ def save_profile(settings: QSettings, name: str, params: ConnectionParams) -> No
     settings.setValue('port', params.port)
     settings.setValue('user', params.user)
     settings.setValue('viewonly', params.viewonly)
+    settings.setValue('tls', params.tls)
+    settings.setValue('tls_ca', params.tls_ca)
     settings.endGroup()
     settings.setValue('lastprofile', name)
     settings.sync()
@@ -83,7 +94,7 @@ def delete_profile(settings: QSettings, name: str) -> None:
 
 
 class ConnectDialog(QDialog):
-    """Host, port, user, password, view-only, and named profiles.
+    """Host, port, user, password, view-only, TLS, and named profiles.
 
     Emits ``connectRequested(params, password)``; non-modal, so that the
     main window (and its emergency stop) stays usable.
@@ -118,6 +129,18 @@ class ConnectDialog(QDialog):
         self.password.setEchoMode(QLineEdit.Password)
         self.viewonly = QCheckBox('view only (watch, do not steer)', self)
         self.viewonly.setObjectName('connect-viewonly')
+        self.tls = QCheckBox('Use TLS', self)
+        self.tls.setObjectName('connect-tls')
+        self.tls.setToolTip('Encrypt both connections and check the daemon\'s certificate. '
+                            'Only for daemons of this project with TLS configured.')
+        self.tls_ca = QLineEdit(self)
+        self.tls_ca.setObjectName('connect-tls-ca')
+        self.tls_ca.setPlaceholderText("system's trusted CAs")
+        self.tls_ca.setToolTip('PEM file of the CA that signed the daemon\'s certificate, '
+                               'e.g. the daemon\'s self-signed certificate itself')
+        self.tls_ca_button = QPushButton('Browse...', self)
+        self.tls_ca_button.clicked.connect(self.choose_tls_ca)
+        self.tls.toggled.connect(self._update_tls_fields)
         self.save_button = QPushButton('Save profile', self)
         self.save_button.clicked.connect(self.save_current_profile)
         self.delete_button = QPushButton('Delete profile', self)
@@ -137,6 +160,11 @@ class ConnectDialog(QDialog):
         form.addRow('User:', self.user)
         form.addRow('Password:', self.password)
         form.addRow('', self.viewonly)
+        form.addRow('', self.tls)
+        tls_ca_row = QHBoxLayout()
+        tls_ca_row.addWidget(self.tls_ca, 1)
+        tls_ca_row.addWidget(self.tls_ca_button)
+        form.addRow('CA file:', tls_ca_row)
         buttons = QDialogButtonBox(self)
         self.connect_button = buttons.addButton('Connect', QDialogButtonBox.AcceptRole)
         self.connect_button.setDefault(True)
@@ -156,6 +184,7 @@ class ConnectDialog(QDialog):
             self.use_profile(last)
         else:
             self.set_params(ConnectionParams(host='localhost', user=getpass.getuser()))
+        self._update_tls_fields()
         self.setWindowModality(Qt.NonModal)
 
     def set_params(self, params: ConnectionParams) -> None:
@@ -163,12 +192,27 @@ class ConnectDialog(QDialog):
         self.port.setValue(params.port)
         self.user.setText(params.user)
         self.viewonly.setChecked(params.viewonly)
+        self.tls.setChecked(params.tls)
+        self.tls_ca.setText(params.tls_ca)
         (self.password if params.user else self.user).setFocus()
 
     def params(self) -> ConnectionParams:
         return ConnectionParams(host=self.host.text().strip(), port=self.port.value(),
                                 user=self.user.text().strip(),
-                                viewonly=self.viewonly.isChecked())
+                                viewonly=self.viewonly.isChecked(), tls=self.tls.isChecked(),
+                                tls_ca=self.tls_ca.text().strip())
+
+    def _update_tls_fields(self) -> None:
+        # The CA file is kept while TLS is off, so that toggling loses nothing.
+        self.tls_ca.setEnabled(self.tls.isChecked())
+        self.tls_ca_button.setEnabled(self.tls.isChecked())
+
+    def choose_tls_ca(self) -> None:
+        path, _filter = QFileDialog.getOpenFileName(
+            self, 'CA certificate of the daemon', self.tls_ca.text(),
+            'PEM certificates (*.pem *.crt *.cer);;All files (*)')
+        if path:
+            self.tls_ca.setText(path)
 
     def use_profile(self, name: str) -> None:
         params = self.profiles.get(name)
@@ -199,6 +243,9 @@ class ConnectDialog(QDialog):
         params = self.params()
         if not params.host or not params.user:
             self.message.setText('Host and user are needed.')
+            return
+        if params.tls and params.tls_ca and not os.path.isfile(params.tls_ca):
+            self.message.setText(f'CA file {params.tls_ca} does not exist.')
             return
         name = self.profile.currentText().strip()
         if name in self.profiles:

@@ -137,6 +137,8 @@ class ConsolePanel(Panel):
         client.prompt.connect(self._prompt)
         client.connected.connect(self._on_connected)
         client.commandFailed.connect(self._command_failed)
+        client.emergencySent.connect(
+            lambda via: self.add_local(f'--- emergency stop sent (on the {via})', '#d00000'))
         client.stateChanged.connect(self._state_changed)
 
     # ------------------------------------------------------------- messages

@@ -224,6 +224,11 @@ class DevicesPanel(Panel):
             self._remember(item.text(COL_NAME), 'unit', parse_value(value))
         elif param in ('userlimits', 'abslimits', 'fmtstr'):
             self._remember(item.text(COL_NAME), param, parse_value(value))
+        elif param == 'description':
+            # from the cache: the only source for guests (eval needs level USER)
+            description = str(parse_value(value))
+            item.setToolTip(COL_NAME, description)
+            self._remember(item.text(COL_NAME), param, description)
 
     def _remember(self, device: str, key: str, value: Any) -> None:
         info = self.client.state.device_info.setdefault(device, {})

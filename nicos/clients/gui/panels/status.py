@@ -56,6 +56,7 @@ class StatusDisplay(QObject):
         client.actionChanged.connect(lambda *_a: self.refresh())
         client.queueChanged.connect(self.refresh)
         client.commandFailed.connect(self._command_failed)
+        client.emergencySent.connect(self._emergency_sent)
         self._connection_changed(client.conn_state, 'not connected')
 
     def _connection_changed(self, state: ConnState, text: str) -> None:
@@ -70,6 +71,9 @@ class StatusDisplay(QObject):
 
     def _command_failed(self, command: str, reason: str) -> None:
         self.bar.showMessage(f'{command or "daemon"}: {reason}', 10000)
+
+    def _emergency_sent(self, via: str) -> None:
+        self.bar.showMessage(f'emergency stop sent (on the {via})', 10000)
 
     def refresh(self, *_args: Any) -> None:
         client = self.client
