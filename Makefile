@@ -33,9 +33,12 @@ test: install
 lint: install
 	$(VPY) -m ruff check .
 
+# Prints the tables and updates docs/performance.md. The daemon benchmark starts the
+# upstream NICOS daemon too (its venv is built on first use, see bench/daemon_bench.py).
 bench: install
 	$(VPY) -m pip install --quiet -e '.[bench]'
-	$(VPY) bench/trace_overhead.py
+	$(VPY) bench/trace_overhead.py --write docs/performance.md
+	$(VPY) bench/daemon_bench.py --write docs/performance.md
 
 # Long coverage-guided runs (atheris), FUZZ_SECONDS per target; not part of `make test`,
 # which runs the short hypothesis versions. See fuzz/README.md.

@@ -22,6 +22,7 @@ can and cannot interrupt".
 from __future__ import annotations
 
 import builtins
+import functools
 import linecache
 import logging
 import math
@@ -35,7 +36,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 import nicos
@@ -110,6 +111,23 @@ _OWN_PACKAGE_DIRS = tuple(os.path.dirname(package.__file__) + os.sep
 _real_sleep = time.sleep
 # script thread ident -> its interruptible replacement of time.sleep
 _sleepers: dict[int, Callable[[float, FrameType | None], None]] = {}
+
+
+# eval and watch expressions come back again and again (a GUI asks for the same
+# values every second); compiling costs more than evaluating most of them
+_CACHED_EXPRESSION_CHARS = 1000
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled(expr: str) -> CodeType:
+    return compile(expr, "<eval>", "eval")
+
+
+def compile_expression(expr: str) -> CodeType:
+    """``compile(expr, "<eval>", "eval")``, cached for short expressions."""
+    if len(expr) <= _CACHED_EXPRESSION_CHARS:
+        return _compiled(expr)
+    return compile(expr, "<eval>", "eval")
 
 
 def _dispatching_sleep(seconds: float) -> None:
@@ -950,7 +968,7 @@ class ScriptController:
         """Evaluate an expression in the script namespace."""
         try:
             with captured():
-                value = eval(compile(expr, "<eval>", "eval"), self.namespace)
+                value = eval(compile_expression(expr), self.namespace)
             if stringify:
                 return repr(value)
         except Exception as err:  # noqa: BLE001 - reported to the client
@@ -994,7 +1012,7 @@ class ScriptController:
         for key in keys:
             expr = key.rpartition(":")[0]
             try:
-                results[key] = repr(eval(expr, self.namespace))
+                results[key] = repr(eval(compile_expression(expr), self.namespace))
             except Exception as err:  # noqa: BLE001 - shown as the value
                 results[key] = f"<cannot be evaluated: {err}>"
         with self._lock:

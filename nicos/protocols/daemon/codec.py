@@ -72,10 +72,17 @@ def _too_deep() -> CodecError:
     return CodecError(f'data nested deeper than {MAX_DEPTH} levels')
 
 
+# Types sent as they are. Containers check their members' types inline instead of
+# calling _to_wire for each: replies are mostly such scalars, and the calls were half
+# of the cost of a getstatus reply.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _sequence_to_wire(items: Any, depth: int) -> list:
     if depth >= MAX_DEPTH:
         raise _too_deep()
-    return [_to_wire(item, depth + 1) for item in items]
+    inner = depth + 1
+    return [item if type(item) in _SCALARS else _to_wire(item, inner) for item in items]
 
 
 def _numpy_scalar_value(scalar: Any) -> Any:
@@ -91,11 +98,12 @@ def _dict_to_wire(obj: dict, depth: int) -> dict:
     if depth >= MAX_DEPTH:
         raise _too_deep()
     result = {}
+    inner = depth + 1
     for key, value in obj.items():
-        wire_key = _key_to_wire(key)
+        wire_key = key if type(key) is str and key != PICKLE_KEY else _key_to_wire(key)
         if wire_key in result:
             raise CodecError(f'dict key {key!r} collides with another key after conversion')
-        result[wire_key] = _to_wire(value, depth + 1)
+        result[wire_key] = value if type(value) in _SCALARS else _to_wire(value, inner)
     return result
 
 
@@ -126,13 +134,27 @@ _encoder = json.JSONEncoder(ensure_ascii=True, allow_nan=True, check_circular=Fa
                             separators=(',', ':'))
 
 
+def _not_native(obj: Any) -> Any:
+    raise TypeError(f'{type(obj).__name__} left in converted data')
+
+
+# JSONEncoder.encode() builds a new C encoder for every call, which costs more than
+# encoding a typical reply; this one is built once (same settings as _encoder).
+_c_encode = None if json.encoder.c_make_encoder is None else json.encoder.c_make_encoder(
+    None, _not_native, json.encoder.encode_basestring_ascii, None, ':', ',', False, False,
+    True)
+
+
 def encode(obj: Any) -> bytes:
     """Serialize *obj* to compact, ASCII-only JSON bytes."""
     # check_circular is off: to_wire() builds a fresh tree and its depth limit
     # already stops self-referencing input.
     wire = to_wire(obj)
     try:
-        text = _encoder.encode(wire)
+        if _c_encode is None or type(wire) is str:
+            text = _encoder.encode(wire)
+        else:
+            text = ''.join(_c_encode(wire, 0))
     except ValueError as err:  # e.g. an int beyond Python's digit limit for str()
         raise CodecError(f'cannot serialize: {err}') from None
     return text.encode('ascii')
@@ -156,17 +178,8 @@ def decode(data: bytes, *, allow_transfer_bytes: bool = False) -> Any:
     except UnicodeDecodeError as err:
         raise CodecError(f'payload is not valid UTF-8 ({err.reason} at byte {err.start})') from None
 
-    def build_object(pairs: list[tuple[str, Any]]) -> Any:
-        result = dict(pairs)
-        if PICKLE_KEY in result:
-            value = result[PICKLE_KEY]
-            if allow_transfer_bytes and len(pairs) == 1 and isinstance(value, str):
-                return decode_transfer_pickle(value)
-            raise CodecError('pickled data is refused')
-        return result
-
     try:
-        value = json.loads(text, object_pairs_hook=build_object)
+        value = _decoders[allow_transfer_bytes].decode(text)
     except CodecError:
         raise
     except ValueError as err:  # JSONDecodeError, or an int with too many digits
@@ -178,6 +191,23 @@ def decode(data: bytes, *, allow_transfer_bytes: bool = False) -> Any:
     if text.count('[') + text.count('{') > MAX_DEPTH:
         _check_depth(value)
     return value
+
+
+def _object_builder(allow_transfer_bytes: bool) -> Any:
+    def build_object(pairs: list[tuple[str, Any]]) -> Any:
+        result = dict(pairs)
+        if PICKLE_KEY in result:
+            value = result[PICKLE_KEY]
+            if allow_transfer_bytes and len(pairs) == 1 and isinstance(value, str):
+                return decode_transfer_pickle(value)
+            raise CodecError('pickled data is refused')
+        return result
+    return build_object
+
+
+# Made once: json.loads() with a hook builds a new decoder for every call.
+_decoders = {allow: json.JSONDecoder(object_pairs_hook=_object_builder(allow))
+             for allow in (False, True)}
 
 
 def _check_depth(value: Any) -> None:
