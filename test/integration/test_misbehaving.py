@@ -79,17 +79,25 @@ def test_caught_stop_escalates_to_immediate(client: EventRecorder) -> None:
     still_works(client)
 
 
-def test_second_stop_ends_endless_cleanup(client: EventRecorder) -> None:
-    code = ("print('working')\n"
-            "try:\n"
-            "    sleep(3600)\n"
-            "finally:\n"
-            "    print('cleaning up')\n"
-            "    while True:\n"
-            "        sleep(0.01)\n")
-    reqid = start(client, code, "working", 3)
+ENDLESS_CLEANUP = ("print('working')\n"
+                   "try:\n"
+                   "    sleep(3600)\n"
+                   "finally:\n"
+                   "    print('cleaning up')\n"
+                   "    while True:\n"
+                   "        sleep(0.01)\n")
+
+
+def stop_into_endless_cleanup(client: EventRecorder) -> tuple[str, int]:
+    """Start a script whose cleanup never ends and stop it once: (reqid, mark)."""
+    reqid = start(client, ENDLESS_CLEANUP, "working", 3)
     since = client.mark()
     client.ask("stop", 2)
+    return reqid, since
+
+
+def test_second_stop_ends_endless_cleanup(client: EventRecorder) -> None:
+    reqid, since = stop_into_endless_cleanup(client)
     # The first stop lets the cleanup run, however long it takes ...
     wait_message(client, since, "cleaning up")
     client.wait_for("status", lambda d: d[0] == STOPPING, since=since)
@@ -105,16 +113,7 @@ def test_second_stop_ends_endless_cleanup(client: EventRecorder) -> None:
 
 
 def test_break_refused_while_stopping(client: EventRecorder) -> None:
-    code = ("print('working')\n"
-            "try:\n"
-            "    sleep(3600)\n"
-            "finally:\n"
-            "    print('cleaning up')\n"
-            "    while True:\n"
-            "        sleep(0.01)\n")
-    reqid = start(client, code, "working", 3)
-    since = client.mark()
-    client.ask("stop", 2)
+    reqid, since = stop_into_endless_cleanup(client)
     wait_message(client, since, "cleaning up")
     with pytest.raises(DaemonError, match="already stopping"):
         client.ask("break", 2)
