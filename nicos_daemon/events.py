@@ -12,8 +12,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from nicos.protocols.daemon.codec import CodecError
-from nicos.protocols.daemon.framing import encode_event
+from nicos.protocols.daemon import MAX_BLOB_SIZE, MAX_BLOB_TOTAL, MAX_EVENT_PAYLOAD, event2code
+from nicos.protocols.daemon.codec import CodecError, encode
+from nicos.protocols.daemon.framing import event_frame
 
 log = logging.getLogger("nicos_daemon.events")
 
@@ -48,9 +49,22 @@ class EventBus:
         if not subscribers:
             return
         try:
-            frame = encode_event(event, data, blobs)
+            payload = encode(data)
         except (CodecError, ValueError) as err:
             log.error("event %s dropped: cannot encode its data: %s", event, err)
+            return
+        # Clients drop the connection on a frame beyond these limits (so do we, as a
+        # client): such an event would cost every client its connection.
+        sizes = [memoryview(blob).nbytes for blob in blobs]
+        if len(payload) > MAX_EVENT_PAYLOAD or sum(sizes) > MAX_BLOB_TOTAL or \
+                any(size > MAX_BLOB_SIZE for size in sizes):
+            log.error("event %s dropped: %d bytes of data and %d bytes of blobs exceed "
+                      "what clients accept", event, len(payload), sum(sizes))
+            return
+        try:
+            frame = event_frame(event2code[event], payload, blobs)
+        except (KeyError, ValueError) as err:  # unknown event, too many blobs
+            log.error("event %s dropped: %s", event, err)
             return
         for subscriber in subscribers:
             subscriber.push(event, frame)

@@ -13,6 +13,8 @@ import logging.handlers
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -193,9 +195,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     waiter = SignalWaiter()
     try:
-        return serve(config, waiter.wait, ready=announce)
+        status = serve(config, waiter.wait, ready=announce)
     finally:
         waiter.close()
+    exit_despite_lingering_threads(status)
+    return status
+
+
+# Threads still running after the shutdown get this long to end on their own.
+LINGER_SECONDS = 2.0
+
+
+def exit_despite_lingering_threads(status: int, linger: float = LINGER_SECONDS) -> None:
+    """Exit now if threads a script started (not daemon threads, stuck in code no
+    stop reaches) would otherwise keep the process alive after the shutdown;
+    returns when there are none."""
+    deadline = time.monotonic() + linger
+    for thread in _lingering_threads():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    lingering = _lingering_threads()
+    if not lingering:
+        return
+    log.warning("exiting although %d thread(s) started by scripts still run: %s",
+                len(lingering), ", ".join(thread.name for thread in lingering))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # interpreter shutdown would wait for them forever
+
+
+def _lingering_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate()
+            if not thread.daemon and thread is not threading.main_thread()
+            and thread.is_alive()]
 
 
 if __name__ == "__main__":

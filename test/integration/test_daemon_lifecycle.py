@@ -107,3 +107,17 @@ def test_port_in_use_refused(new_daemon: Callable[..., DaemonProcess], tmp_path:
     assert client.ask("getversion")
     client.disconnect()
     running.stop_and_check()
+
+
+def test_sigterm_exits_although_a_script_thread_never_ends(
+        new_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = new_daemon("lingering")
+    client = daemon.connect("admin")
+    # A non-daemon thread in library code (Event.wait): no stop reaches it, and
+    # interpreter shutdown would wait for it forever.
+    reqid = client.run("import threading\n"
+                       "threading.Thread(target=threading.Event().wait, name='forever',\n"
+                       "                 daemon=False).start()\n")
+    assert client.wait_done(reqid).data["success"] is True
+    daemon.stop_and_check()
+    assert "still run: forever" in daemon.diagnostics()

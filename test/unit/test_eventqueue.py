@@ -74,3 +74,25 @@ def test_heap_retention_limit_applies_on_glibc() -> None:
         assert applied
     else:
         assert not applied
+
+
+def test_bus_drops_an_event_clients_would_refuse(monkeypatch, caplog) -> None:
+    import nicos_daemon.events as events
+
+    monkeypatch.setattr(events, "MAX_EVENT_PAYLOAD", 100)
+    monkeypatch.setattr(events, "MAX_BLOB_SIZE", 10)
+    received: list[str] = []
+
+    class Subscriber:
+        def push(self, event: str, frame: bytes) -> None:
+            received.append(event)
+
+    bus = events.EventBus()
+    bus.subscribe(Subscriber())
+    bus.emit("message", ["x" * 200])
+    bus.emit("livedata", {"name": "image"}, [bytes(11)])
+    assert received == []
+    assert caplog.text.count("exceed what clients accept") == 2
+    bus.emit("message", ["fine"])
+    bus.emit("livedata", {"name": "image"}, [bytes(10)])
+    assert received == ["message", "livedata"]
