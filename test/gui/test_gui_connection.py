@@ -92,8 +92,21 @@ def test_reconnects_after_daemon_restart(make_window, new_gui_daemon, qtbot) -> 
     qtbot.waitUntil(lambda: window.client.conn_state is ConnState.RECONNECTING,
                     timeout=WAIT_MS)
     assert window.status_display.connection_label.text() == 'reconnecting'
-    assert not window.emergency_action.isEnabled()
+    # The emergency stop stays available; with the daemon down it says why it failed.
+    assert window.emergency_action.isEnabled()
+    with qtbot.waitSignal(window.client.commandFailed, timeout=WAIT_MS) as failed:
+        window.emergency_action.trigger()
+    assert failed.args[0] == 'emergency' and 'emergency connection' in failed.args[1]
+    # Held in the reconnecting state with the daemon back: the emergency stop logs in
+    # on a connection of its own.
+    qtbot.waitUntil(lambda: window.client._pending is None, timeout=WAIT_MS)
+    window.client._reconnect_timer.stop()  # no attempt under way, none scheduled
     daemon.start()  # same port, same key, same users
+    with qtbot.waitSignal(window.client.emergencySent, timeout=WAIT_MS) as sent:
+        window.emergency_action.trigger()
+    assert sent.args == ['second connection']
+    assert window.client.conn_state is ConnState.RECONNECTING
+    window.client._reconnect_timer.start(0)
     qtbot.waitUntil(lambda: window.client.is_connected, timeout=WAIT_MS)
     assert window.status_display.connection_label.text() == 'connected'
     assert window.status_display.state_label.text() == 'idle'

@@ -235,6 +235,9 @@ class QtClient(QObject):
         self._generation = 0
         self._conn: _Connection | None = None   # the live connection (after sync)
         self._pending: _Connection | None = None  # connecting / syncing
+        # The broken connection, kept while reconnecting: its saved login still
+        # opens a second connection for emergency().
+        self._lost: _Connection | None = None
         self._held: list[tuple[str, tuple[Any, ...]]] | None = None
         self._password = ''
         self._attempt = 0
@@ -247,6 +250,12 @@ class QtClient(QObject):
     @property
     def is_connected(self) -> bool:
         return self.conn_state is ConnState.CONNECTED
+
+    @property
+    def can_emergency(self) -> bool:
+        """Connected, or reconnecting after a connection that had logged in."""
+        return self.is_connected or (self.conn_state is ConnState.RECONNECTING
+                                     and self._lost is not None)
 
     @property
     def viewonly(self) -> bool:
@@ -300,6 +309,12 @@ class QtClient(QObject):
             if conn is not None:
                 self._connect_pool.start(conn.disconnect)
         self._conn = self._pending = None
+        self._forget_lost()
+
+    def _forget_lost(self) -> None:
+        if self._lost is not None:
+            self._connect_pool.start(self._lost.disconnect)  # forgets its credentials
+            self._lost = None
 
     def _attempt_connect(self) -> None:
         self._generation += 1
@@ -329,6 +344,7 @@ class QtClient(QObject):
             return
         self._pending = None
         self._conn = conn
+        self._forget_lost()
         self.user_level = conn.user_level
         self.banner = dict(conn.banner)
         self._attempt = 0
@@ -372,7 +388,7 @@ class QtClient(QObject):
     def _connection_lost(self, generation: int, reason: str) -> None:
         if generation != self._generation or self.conn_state is not ConnState.CONNECTED:
             return
-        self._conn = None
+        self._lost, self._conn = self._conn, None
         self.disconnected.emit()
         self._schedule_reconnect(reason)
 
@@ -468,9 +484,12 @@ class QtClient(QObject):
         control connection waits for a reply, NicosClient.emergency() sends
         it on a second connection.  The outcome is reported by
         ``emergencySent`` or ``commandFailed('emergency', reason)``.  False
-        when not connected (nothing sent)."""
-        conn = self._conn
-        if conn is None or not self.is_connected:
+        when not connected (nothing sent).  While reconnecting it logs in anew
+        with the broken connection's saved login: the daemon may well be up."""
+        conn = self._conn if self.is_connected else None
+        if conn is None and self.can_emergency:
+            conn = self._lost
+        if conn is None:
             self.commandFailed.emit('emergency', 'not connected')
             return False
 

@@ -249,7 +249,6 @@ class MainWindow(QMainWindow):
 
     def update_actions(self, *_args: Any) -> None:
         client = self.client
-        connected = client.is_connected
         status = client.state.status
         control = client.can_control
         self.connect_action.setEnabled(True)
@@ -261,8 +260,8 @@ class MainWindow(QMainWindow):
                        self.finish_action):
             action.setEnabled(control and running)
         # Whenever connected, whatever else is going on, and for view-only
-        # connections and guests too.
-        self.emergency_action.setEnabled(connected)
+        # connections and guests too; also while reconnecting.
+        self.emergency_action.setEnabled(client.can_emergency)
         state = client.conn_state.value
         title = 'NICOS'
         if client.params.user:
