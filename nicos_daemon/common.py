@@ -15,3 +15,6 @@ class User:
 
     name: str
     level: int
+    # A login made only to send an emergency stop (its client said so): it may use
+    # a reserved slot beyond maxlogins and may send nothing else.
+    emergency_only: bool = False

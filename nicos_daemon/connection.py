@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -183,6 +184,9 @@ class ClientConnection:
         assert self.handler is not None
         self.control.settimeout(None)  # clients may be idle for hours
         set_send_timeout(self.control, CONTROL_SEND_TIMEOUT)
+        # ssl retries a send that SO_SNDTIMEO interrupted, forever: TLS replies are
+        # sent with a socket timeout instead.
+        tls = isinstance(self.control, ssl.SSLSocket)
         last_frame: bytes | None = None
         linger = True
         reader = BufferedCommandReader(self.control, self.max_command_bytes)
@@ -207,7 +211,12 @@ class ClientConnection:
                     last_frame = reply.frame
                     linger = not reply.ok  # after quit the client sends nothing more
                     break
-                self.control.sendall(reply.frame)
+                if tls:
+                    self.control.settimeout(CONTROL_SEND_TIMEOUT)
+                    self.control.sendall(reply.frame)
+                    self.control.settimeout(None)
+                else:
+                    self.control.sendall(reply.frame)
         except (OSError, FrameError) as err:
             self._ending(f"control connection lost: {err}")
         finally:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from nicos.protocols.daemon import (
     ADMIN,
+    EMERGENCY_ONLY_COMMANDS,
     GUEST,
     MAX_REPLY_PAYLOAD,
     STATUS_IDLE,
@@ -316,6 +317,9 @@ class CommandHandler:
         if spec is None:
             log.info("%s: unknown command code 0x%04x", self.who, code)
             return error_reply(f"unknown command code 0x{code:04x}")
+        if self.user.emergency_only and name not in EMERGENCY_ONLY_COMMANDS:
+            return error_reply(f"{name} refused: this login was made for an emergency stop "
+                               f"and may only send {', '.join(sorted(EMERGENCY_ONLY_COMMANDS))}")
         try:
             # Raw bytes are only legitimate in transfer; everywhere else they are refused.
             args = decode(payload, allow_transfer_bytes=name == "transfer")

@@ -11,7 +11,7 @@ import logging
 import math
 from typing import Any
 
-from nicos.protocols.daemon import PROTO_VERSION, command2code
+from nicos.protocols.daemon import PROTO_VERSION, PURPOSE_EMERGENCY, PURPOSE_KEY, command2code
 from nicos.protocols.daemon.codec import CodecError, decode
 
 from .auth import INVALID_CREDENTIALS, Authenticator, AuthError
@@ -66,7 +66,7 @@ class Gatekeeper:
             log.info("login from %s refused: first command is 0x%04x, not authenticate",
                      peer, code)
             raise LoginRefused(INVALID_REQUEST)
-        login, passwd = self._credentials(peer, payload)
+        login, passwd, emergency_only = self._credentials(peer, payload)
         wait = self.throttle.check(peer)
         if wait > 0:
             log.warning("login as %r from %s refused: throttled for %.0f s", login, peer, wait)
@@ -95,10 +95,10 @@ class Gatekeeper:
         self.throttle.record_success(peer)
         log.debug("credentials of %s (%s) from %s accepted", result.user,
                   level_name(result.level), peer)
-        return User(name=result.user, level=result.level)
+        return User(name=result.user, level=result.level, emergency_only=emergency_only)
 
     @staticmethod
-    def _credentials(peer: str, payload: bytes) -> tuple[str, str]:
+    def _credentials(peer: str, payload: bytes) -> tuple[str, str, bool]:
         try:
             args = decode(payload)
         except CodecError as err:
@@ -113,4 +113,6 @@ class Gatekeeper:
                 len(login) > MAX_LOGIN_CHARS:
             log.info("login from %s refused: malformed login or passwd", peer)
             raise LoginRefused(INVALID_REQUEST)
-        return login.strip(), passwd
+        # Our clients' emergency connections say so (upstream daemons ignore the key).
+        emergency_only = args[0].get(PURPOSE_KEY) == PURPOSE_EMERGENCY
+        return login.strip(), passwd, emergency_only

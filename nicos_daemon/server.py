@@ -63,6 +63,8 @@ log = logging.getLogger("nicos_daemon.server")
 LISTEN_BACKLOG = 64
 MAX_PENDING_PER_HOST = 8
 MAX_PENDING = 64
+# Logins made only for an emergency stop, allowed beyond maxlogins.
+EMERGENCY_LOGINS = 4
 # Events still queued at shutdown are sent for at most this long.
 SHUTDOWN_FLUSH_SECONDS = 2.0
 _ACCEPT_POLL_SECONDS = 1.0  # only a fallback: shutdown() wakes accept() directly
@@ -537,7 +539,12 @@ class Server:
         with self._changed:
             if self._stopping.is_set():
                 return "the daemon is shutting down"
-            if len(self._clients) >= self.config.maxlogins:
+            emergency_only = sum(c.user.emergency_only for c in self._clients)
+            if client.user.emergency_only:
+                # reserved: an emergency stop must get through to a full daemon
+                if emergency_only >= EMERGENCY_LOGINS:
+                    return f"too many emergency logins at once ({EMERGENCY_LOGINS})"
+            elif len(self._clients) - emergency_only >= self.config.maxlogins:
                 return f"too many clients logged in ({self.config.maxlogins})"
             self._clients.add(client)
             self._handshaking.discard(key)

@@ -23,6 +23,8 @@ from nicos.protocols.daemon import (
     COMPATIBLE_PROTO_VERSIONS,
     MAX_EVENT_PAYLOAD,
     MAX_REPLY_PAYLOAD,
+    PURPOSE_EMERGENCY,
+    PURPOSE_KEY,
     code2event,
     command2code,
 )
@@ -244,6 +246,12 @@ class NicosClient:
         """
         if self.connected:
             raise ClientError('already connected; disconnect first')
+        previous = self._login_params
+        if previous is None or (previous.host, previous.port, previous.login) != \
+                (host, port, login):
+            # until this connect() succeeds, emergency() must not fall back on the
+            # login for another daemon (a reconnect to the same one keeps it)
+            self._login_params = None
         self._forget_previous_connection()
         if isinstance(eventmask, str):
             eventmask = [eventmask]
@@ -266,6 +274,7 @@ class NicosClient:
     def _open_connection(self, host: str, port: int, login: str, password: str, *,
                          eventmask: Iterable[str] = (), timeout: float = 30.0,
                          events: bool = True, tls_context: ssl.SSLContext | None = None,
+                         purpose: str | None = None,
                          ) -> tuple[_Connection, dict[str, Any], int]:
         """Open a control connection and log in; with *events* also attach the
         event connection.  Returns (connection, banner, user level).  With
@@ -288,7 +297,8 @@ class NicosClient:
             raise ConnectionFailed(f'cannot connect to {host}:{port}: {_describe(err)}') from err
         conn = _Connection(control, timeout)
         try:
-            banner, level = self._log_in(conn, client_id, login, password, list(eventmask))
+            banner, level = self._log_in(conn, client_id, login, password, list(eventmask),
+                                         purpose)
             if events:
                 # The daemon pairs the two connections by peer address and id, so
                 # use exactly the address the control connection reached; its
@@ -320,12 +330,15 @@ class NicosClient:
             _join_event_thread(previous)
 
     def _log_in(self, conn: _Connection, client_id: bytes, login: str, password: str,
-                eventmask: list[str]) -> tuple[dict[str, Any], int]:
+                eventmask: list[str], purpose: str | None = None
+                ) -> tuple[dict[str, Any], int]:
         """Banner, authenticate and event mask; returns (banner, user level)."""
         conn.control.sendall(client_id)
         banner = self._read_banner(conn)
         credentials = {'login': login, 'passwd': self._encrypt_password(banner, password),
                        'display': ''}
+        if purpose is not None:
+            credentials[PURPOSE_KEY] = purpose
         reply = self._handshake_request(conn, 'authenticate', credentials)
         level = reply.get('user_level') if isinstance(reply, dict) else None
         if not isinstance(level, int) or isinstance(level, bool):
@@ -540,7 +553,8 @@ class NicosClient:
             # login queued until the quit below ends it
             conn, _banner, _level = self._open_connection(
                 params.host, params.port, params.login, params.password,
-                timeout=wait, events=False, tls_context=params.tls_context)
+                timeout=wait, events=False, tls_context=params.tls_context,
+                purpose=PURPOSE_EMERGENCY)  # the daemon keeps slots for these
         except ClientError as err:
             raise type(err)(f'emergency connection: {err}') from err
         try:

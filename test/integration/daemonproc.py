@@ -446,11 +446,11 @@ class RawConnection:
         key = rsa.PublicKey.load_pkcs1(base64.b64decode(self.banner["rsakey"]))
         return "RSA:" + base64.b64encode(rsa.encrypt(password.encode(), key)).decode()
 
-    def login(self, user: str, password: str) -> tuple[bool, Any]:
+    def login(self, user: str, password: str, **extra: str) -> tuple[bool, Any]:
         if self.banner is None:
             self.hello()
-        return self.command("authenticate",
-                            {"login": user, "passwd": self.encrypt(password), "display": ""})
+        return self.command("authenticate", {"login": user, "passwd": self.encrypt(password),
+                                             "display": "", **extra})
 
     def command(self, name: str, *args: Any) -> tuple[bool, Any]:
         return self.command_payload(command2code[name], encode(list(args)))

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from daemonproc import IDLE_STATES, WAIT, DaemonProcess, EventRecorder, Gate
+from daemonproc import IDLE_STATES, WAIT, DaemonProcess, EventRecorder, Gate, RawConnection
 
 from nicos.clients.base import VIA_CONTROL, VIA_EXTRA, ConnectionFailed, LoginFailed
 
@@ -97,15 +97,20 @@ def test_emergency_on_an_idle_connection_uses_it(client: EventRecorder,
         guest.emergency()
 
 
-def test_emergency_failures_are_reported(new_daemon: Callable[..., DaemonProcess],
-                                         gates: Callable[[], Gate]) -> None:
-    # one login at most: the second (emergency) connection is refused after its login
-    daemon = new_daemon('emergency-refused', maxlogins=1)
+def test_emergency_gets_through_to_a_full_daemon(new_daemon: Callable[..., DaemonProcess],
+                                                 gates: Callable[[], Gate]) -> None:
+    # one login at most: ordinary logins are refused, the emergency one gets a
+    # reserved slot
+    daemon = new_daemon('emergency-full', maxlogins=1)
     client = daemon.connect('admin')
     try:
+        with pytest.raises(LoginFailed, match='too many clients logged in'):
+            daemon.connect('user')
+        reqid = client.run('sleep(3600)\n')
+        client.wait_for('status', lambda d: d[0] == STATUS_RUNNING)
         with slow_exec(client, gates()) as outcome:
-            with pytest.raises(LoginFailed, match='emergency connection: too many clients'):
-                client.emergency()
+            assert client.emergency() == VIA_EXTRA
+            client.wait_done(reqid)
             assert outcome['thread'].is_alive()
         assert outcome.get('value', outcome.get('error')) is None
         # the daemon is gone: both paths fail, with the reason
@@ -116,3 +121,18 @@ def test_emergency_failures_are_reported(new_daemon: Callable[..., DaemonProcess
             client.emergency()
     finally:
         client.disconnect()
+
+
+def test_an_emergency_login_may_send_nothing_else(daemon: DaemonProcess) -> None:
+    conn = RawConnection(daemon.host, daemon.port)
+    try:
+        ok, reply = conn.login('guest', daemon.accounts['guest'].password, purpose='emergency')
+        assert ok, reply
+        ok, reason = conn.command('queue', '', 'print(1)')
+        assert not ok and 'made for an emergency stop' in reason
+        ok, reason = conn.command('getstatus')
+        assert not ok and 'made for an emergency stop' in reason
+        assert conn.command('getversion')[0]
+        assert conn.command('emergency')[0]
+    finally:
+        conn.close()

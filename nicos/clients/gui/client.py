@@ -375,6 +375,7 @@ class QtClient(QObject):
             return
         self.last_error = reason
         self._password = ''
+        self._forget_lost()  # its saved login holds the password too
         self._set_state(ConnState.DISCONNECTED, f'not connected: {reason}')
 
     def _schedule_reconnect(self, reason: str) -> None:

@@ -154,6 +154,12 @@ WARNING = 30
 ERROR = 40
 CRITICAL = 50
 
+# Our extension of the authenticate credentials: a login made only to send an
+# emergency stop says so, and the daemon keeps a few slots for such logins.
+PURPOSE_KEY = 'purpose'
+PURPOSE_EMERGENCY = 'emergency'
+EMERGENCY_ONLY_COMMANDS = frozenset({'emergency', 'quit', 'keepalive', 'getversion'})
+
 # Size limits.  Upstream trusts the u32 length fields; we do not.
 MAX_COMMAND_PAYLOAD = 16 * 1024 * 1024  # daemon default, configurable
 MAX_REPLY_PAYLOAD = 64 * 1024 * 1024
