@@ -12,45 +12,33 @@ Threads:
   events only for what changed;
 - client handler threads call the public methods below.
 
-A stop escalates when it is asked again or ignored: stop at the requested
-level, then immediate (ControlStop at every line, cleanup included), then
-emergency (devices stopped).  Threads that a script started are stopped with
-it.  What none of this can reach is described in docs/daemon.md, "What stop
-can and cannot interrupt".
+Callers use only the controller; it hands its parts what each needs:
+request_queue (the requests waiting), scripts.ScriptBlocks (the blocks of the
+running script), stopping (stop escalation, scripts no stop reaches),
+script_threads (threads a script started, stopped with it), sleeping
+(interruptible waits, time.sleep in the script thread), client_code (exec,
+eval, watch expressions, completion), messages.MessageSender (messages and
+output capture), simulation.QueuedDryRuns (the ETA) and instrument_queries.
 """
 
 from __future__ import annotations
 
 import builtins
-import functools
-import linecache
 import logging
-import math
 import os
-import rlcompleter
-import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from types import CodeType, FrameType
 from typing import Any
 
-import nicos
-import nicos_daemon
 import pyctl
 from nicos.protocols.daemon import (
-    BREAK_AFTER_LINE,
     BREAK_AFTER_STEP,
     BREAK_IMMEDIATE,
     ERROR,
     INPUT,
-    SIM_FAILED,
-    SIM_PENDING,
-    SIM_SUCCESS,
     STATUS_IDLE,
     STATUS_IDLEEXC,
     STATUS_INBREAK,
@@ -58,150 +46,36 @@ from nicos.protocols.daemon import (
     STATUS_STOPPING,
     WARNING,
 )
-from nicos.protocols.daemon.codec import CodecError, to_wire
+from nicos_daemon.client_code import WatchExpressions, completions, evaluate, execute
 from nicos_daemon.common import CommandError, User
 from nicos_daemon.events import EventBus
-from nicos_daemon.history import cache_keys
+from nicos_daemon.instrument_queries import cache_entries, datasets, value_history
 from nicos_daemon.messages import (
     INFO,
     MessageLog,
-    UserLogHandler,
+    MessageSender,
     captured,
     format_script_exception,
     input_echo,
-    install_output_capture,
-    make_record,
 )
 from nicos_daemon.persistence import FAILED, STOPPED, SUCCEEDED, StateStore
+from nicos_daemon.request_queue import RequestQueue
+from nicos_daemon.script_threads import ScriptThreads
 from nicos_daemon.scripts import (
     SCRIPT_FILENAME,
+    ScriptBlocks,
     ScriptError,
     ScriptRequest,
-    block_dumps,
-    compile_blocks,
     normalize,
 )
+from nicos_daemon.simulation import QueuedDryRuns
+from nicos_daemon.sleeping import register_script_thread, unregister_script_thread, wait_at_level
+from nicos_daemon.stopping import STAGE_EMERGENCY, STAGE_STOP, StopEscalation
 
 log = logging.getLogger("nicos_daemon.controller")
 user_log = logging.getLogger("nicos")
 
-MAX_QUEUED = 1000
-MAX_WATCHES = 200
 MAX_TRANSFER_BYTES = 16 * 1024 * 1024
-MAX_COMPLETIONS = 500
-
-# Stop escalation, one step per further stop request (docs/daemon.md):
-STAGE_NONE = 0  # no stop asked in this run
-STAGE_STOP = 1  # ControlStop at the next breakpoint of the requested level; cleanup runs
-STAGE_IMMEDIATE = 2  # ControlStop at every line and breakpoint, cleanup code included
-STAGE_EMERGENCY = 3  # immediate, and the emergency-stop functions (devices) have run
-STAGE_NAMES = {STAGE_STOP: "stop", STAGE_IMMEDIATE: "immediate stop",
-               STAGE_EMERGENCY: "emergency stop"}
-# Seconds after an immediate or emergency stop until a script that still runs
-# is reported as stuck, and after stopping a thread until it is reported as
-# not ending.  Every line and breakpoint acts at these stages, so a script
-# still running this long after one is in code that stop cannot reach.
-STUCK_REPORT_DELAY = 1.0
-
-# Threads in these packages work for the daemon or the instrument; a stop
-# leaves them alone even when they call script code (exec, watches, devices).
-_OWN_PACKAGE_DIRS = tuple(os.path.dirname(package.__file__) + os.sep
-                          for package in (nicos, nicos_daemon, pyctl))
-
-_real_sleep = time.sleep
-# script thread ident -> its interruptible replacement of time.sleep
-_sleepers: dict[int, Callable[[float, FrameType | None], None]] = {}
-
-
-# eval and watch expressions come back again and again (a GUI asks for the same
-# values every second); compiling costs more than evaluating most of them
-_CACHED_EXPRESSION_CHARS = 1000
-
-
-@functools.lru_cache(maxsize=512)
-def _compiled(expr: str) -> CodeType:
-    return compile(expr, "<eval>", "eval")
-
-
-def compile_expression(expr: str) -> CodeType:
-    """``compile(expr, "<eval>", "eval")``, cached for short expressions."""
-    if len(expr) <= _CACHED_EXPRESSION_CHARS:
-        return _compiled(expr)
-    return compile(expr, "<eval>", "eval")
-
-
-def _dispatching_sleep(seconds: float) -> None:
-    """``time.sleep`` while a controller runs: interruptible in a script
-    thread (scripts and the libraries they call use time.sleep despite the
-    ban on it in script text), the real one in every other thread."""
-    sleeper = _sleepers.get(threading.get_ident())
-    if sleeper is None:
-        _real_sleep(seconds)
-        return
-    # the argument checks of time.sleep, so that errors do not change
-    if isinstance(seconds, str | bytes | bytearray) or seconds is None:
-        raise TypeError(f"'{type(seconds).__name__}' object cannot be interpreted as an integer")
-    value = float(seconds)
-    if math.isnan(value):
-        raise ValueError("Invalid value NaN (not a number)")
-    if value < 0:
-        raise ValueError("sleep length must be non-negative")
-    sleeper(value, sys._getframe(1))
-
-
-def _register_sleeper(ident: int, sleeper: Callable[[float, FrameType | None], None]) -> None:
-    _sleepers[ident] = sleeper
-    time.sleep = _dispatching_sleep
-
-
-def _unregister_sleeper(ident: int) -> None:
-    _sleepers.pop(ident, None)
-    if not _sleepers and time.sleep is _dispatching_sleep:
-        time.sleep = _real_sleep
-
-
-def _runs_script_code(frame: FrameType | None) -> bool:
-    """Whether a thread with this innermost frame runs script code on its
-    own account: the outermost frame that is script code or from our own
-    packages is script code."""
-    filenames = []
-    while frame is not None:
-        filenames.append(frame.f_code.co_filename)
-        frame = frame.f_back
-    for filename in reversed(filenames):
-        if filename == SCRIPT_FILENAME:
-            return True
-        if filename.startswith(_OWN_PACKAGE_DIRS):
-            return False
-    return False
-
-
-def _describe_position(frame: FrameType | None) -> str:
-    """Where a thread is, for people: its innermost Python frame and the
-    script line that led there."""
-    if frame is None:
-        return "code without Python frames"
-    code = frame.f_code
-    if code.co_filename == SCRIPT_FILENAME:
-        return f"a call at script line {frame.f_lineno}"
-    where = f"{os.path.basename(code.co_filename)} line {frame.f_lineno} in {code.co_name}()"
-    outer = frame.f_back
-    while outer is not None and outer.f_code.co_filename != SCRIPT_FILENAME:
-        outer = outer.f_back
-    if outer is not None:
-        where += f", called from script line {outer.f_lineno}"
-    return where
-
-
-@dataclass
-class _StoppedThread:
-    """A thread started by a script that a stop told to end."""
-
-    thread: threading.Thread | None  # None: started without the threading module
-    name: str
-    since: float  # time.monotonic() of the last stop_thread
-    insist: bool
-    reported: bool = False
 
 
 class ScriptController:
@@ -221,42 +95,31 @@ class ScriptController:
         self.value_history: Any = None  # set with the session (nicos.data.history)
         self.simulations: Any = None  # dry-run processes (nicos_daemon.simulation)
 
+        # guards the queue, the current request, the status and the stop stage
         self._lock = threading.RLock()
         self._wakeup = threading.Condition(self._lock)
-        self._queue: list[ScriptRequest] = []
         self._current: ScriptRequest | None = None
-        self._stop_before_start: tuple | None = None  # a stop for a run not yet started
         self._last: ScriptRequest | None = None
-        self._started: deque[str] = deque(maxlen=MAX_QUEUED)
         self._status: tuple[int, int] = (STATUS_IDLE, -1)
-        # update() swaps the blocks not yet started; the script thread takes the
-        # next block under the same lock
-        self._blocks_lock = threading.Lock()
-        self._blocks: list[Any] = []
-        self._next_block = 0
-        self._watch: dict[str, str | None] = {}
-        self._eta: list = [SIM_PENDING, -1]
         self._shutdown = threading.Event()
         self._script_thread: threading.Thread | None = None
         self._sampler_thread: threading.Thread | None = None
-        self._log_handler: UserLogHandler | None = None
-        # stop escalation of the current run (guarded by _lock)
-        self._stage = STAGE_NONE
-        self._stage_since = 0.0
-        self._stopped_by = ""
-        self._stuck_reported = False
-        # threads alive when the current run began: the others are its own
-        self._threads_at_start: dict[int | None, threading.Thread] = {}
-        # threads a stop told to end, until they have ended
-        self._threads_cond = threading.Condition()
-        self._stopped_threads: dict[int, _StoppedThread] = {}
-        self._previous_excepthook: Callable[[Any], Any] | None = None
 
         self.ctl = pyctl.Controller(self._on_break, break_only_in_filename=SCRIPT_FILENAME)
-        self.ctl.set_observer(self._on_pyctl_status)
-        self.ctl.set_ignored_handler(self._on_stop_ignored)
-        self._install_script_commands()
         self.store = StateStore(self.datadir)
+        self._messages = MessageSender(self.messages, self.store.add_message, self.bus.emit,
+                                       self._current_reqid)
+        self._dry_runs = QueuedDryRuns(self.bus.emit, self._message)
+        self._queue = RequestQueue(self.store, self.bus.emit)
+        self._blocks = ScriptBlocks()
+        self._watches = WatchExpressions(self.bus.emit)
+        self._threads = ScriptThreads(self._message, self._script_ident)
+        self._stopping = StopEscalation(self.ctl, self._lock, self._is_running,
+                                        self._script_ident, self._threads, self._message,
+                                        self.emergency_functions)
+        self.ctl.set_observer(self._on_pyctl_status)
+        self.ctl.set_ignored_handler(self._stopping.on_stop_ignored)
+        self._install_script_commands()
         self._interrupted: list[str] = []
         self._recover()
 
@@ -265,32 +128,30 @@ class ScriptController:
         for record in self.store.recent_messages(self.messages.size):
             self.messages.add(record)
         queued, self._interrupted = self.store.recover()
-        for stored in queued:
-            self._queue.append(ScriptRequest(stored.name, stored.script, stored.user,
-                                             stored.user_level, reqid=stored.reqid,
-                                             submitted=stored.submitted))
+        self._queue.restore(queued)
         if queued or self._interrupted:
             log.warning("recovered %d queued request(s); %d request(s) were interrupted",
                         len(queued), len(self._interrupted))
+
+    def _is_running(self) -> bool:
+        return self._current is not None
+
+    def _script_ident(self) -> int | None:
+        return self._script_thread.ident if self._script_thread is not None else None
 
     # ------------------------------------------------------------ lifecycle
 
     def start_threads(self) -> None:
         """Capture script output and start the script and sampler threads."""
-        install_output_capture(self._output_line)
-        self._log_handler = UserLogHandler(self._emit_record, self._current_reqid)
-        user_log.addHandler(self._log_handler)
-        user_log.setLevel(logging.INFO)
-        user_log.propagate = False
+        self._messages.capture_output()
         self._script_thread = threading.Thread(target=self._script_loop, name="script",
                                                daemon=True)
         self._sampler_thread = threading.Thread(target=self._sampler_loop, name="sampler",
                                                 daemon=True)
         self._script_thread.start()
         assert self._script_thread.ident is not None
-        _register_sleeper(self._script_thread.ident, self._script_time_sleep)
-        self._previous_excepthook = threading.excepthook
-        threading.excepthook = self._thread_excepthook
+        register_script_thread(self._script_thread.ident, self.ctl)
+        self._threads.install_excepthook()
         self._sampler_thread.start()
         for reqid in self._interrupted:
             self._message(f"request {reqid} was interrupted when the daemon stopped; "
@@ -306,16 +167,15 @@ class ScriptController:
             self.ctl.set_stop(("stop", BREAK_IMMEDIATE, "daemon shutdown"), insist=True)
         except RuntimeError:
             pass  # nothing was running
-        self._stop_script_threads("daemon shutdown", insist=True, all_ages=True)
+        self._threads.stop("daemon shutdown", insist=True, all_ages=True)
         for thread in (self._script_thread, self._sampler_thread):
             if thread is not None:
                 thread.join(timeout)
         # a thread stuck in C would not end in any time: a short grace only
-        self._join_stopped_threads(time.monotonic() + min(timeout, 2.0))
+        self._threads.join_stopped(time.monotonic() + min(timeout, 2.0))
         if self._script_thread is not None and self._script_thread.ident is not None:
-            _unregister_sleeper(self._script_thread.ident)
-        if threading.excepthook == self._thread_excepthook:
-            threading.excepthook = self._previous_excepthook or threading.__excepthook__
+            unregister_script_thread(self._script_thread.ident)
+        self._threads.restore_excepthook()
         if self.session is not None:
             try:
                 self.session.shutdown()
@@ -326,9 +186,7 @@ class ScriptController:
         if self.value_history is not None:
             self.value_history.close()  # writes what is still queued
         self.store.close()
-        if self._log_handler is not None:
-            user_log.removeHandler(self._log_handler)
-        install_output_capture(None)
+        self._messages.release_output()
 
     def register_emergency_stop(self, func: Callable[[], None]) -> None:
         """Call ``func()`` on every emergency stop (devices register their stop here)."""
@@ -336,21 +194,12 @@ class ScriptController:
 
     # ------------------------------------------------------------- messages
 
-    def _emit_record(self, record: list) -> None:
-        if self.messages.add(record):
-            self.store.add_message(record)
-        self.bus.emit("message", record)
-
     def _message(self, text: str, level: int = INFO, exc_text: str | None = None) -> None:
-        self._emit_record(make_record(text, level, exc_text=exc_text,
-                                      reqid=self._current_reqid()))
+        self._messages.send(text, level, exc_text)
 
     def report(self, text: str, level: int = INFO) -> None:
         """A message from the daemon itself to every client."""
         self._message(text, level)
-
-    def _output_line(self, line: str, level: int) -> None:
-        self._message(line, level)
 
     def _current_reqid(self) -> str | None:
         request = self._current or self._last
@@ -391,13 +240,7 @@ class ScriptController:
                 raise CommandError("the daemon is shutting down")
             if only_if_idle and (self._current is not None or self._queue):
                 raise CommandError("a script is running")
-            if len(self._queue) >= MAX_QUEUED:
-                raise CommandError(f"the queue is full ({MAX_QUEUED} requests)")
-            # on disk before anyone is told it is queued
-            self.store.add_queued(request.reqid, request.name, request.text, request.user,
-                                  request.user_level, request.submitted)
-            self._queue.append(request)
-            self.bus.emit("request", request.serialize())
+            self._queue.add(request)
             self._wakeup.notify_all()
         log.info("%s queued request %s (%s)", user.name, request.reqid, name or "unnamed")
         if getattr(self.config, "autosimulate", False):
@@ -409,52 +252,25 @@ class ScriptController:
         clients, and a warning before it runs when the dry run finds problems."""
         if self.simulations is None or self.session is None:
             return
-
-        def on_result(simid: str, stoptime: float, devinfo: dict) -> None:
-            ok = stoptime >= 0
-            with self._lock:
-                self._eta = [SIM_SUCCESS if ok else SIM_FAILED, stoptime]
-            self.bus.emit("eta", list(self._eta))
-            if not ok:
-                self._message(f"dry run of {request.name or 'request ' + request.reqid} "
-                              "found problems: see the simulation messages; it will run "
-                              "anyway unless removed from the queue", WARNING)
-
         try:
-            self.simulations.start(self.session, request.name or "", request.text,
-                                   "dryrun-" + request.reqid, request.user,
-                                   on_result=on_result, quiet=False)
+            self._dry_runs.start(self.simulations, self.session, request)
         except CommandError as err:
             log.warning("no dry run for %s: %s", request.reqid, err)
 
     def unqueue(self, reqid: str, user: User) -> None:
         """Remove one queued request, or all with ``*``."""
         with self._lock:
-            if reqid == "*":
-                removed = [r.reqid for r in self._queue]
-                self._queue.clear()
-            else:
-                index = self._queue_index(reqid)
-                if index is None:
-                    raise CommandError("script already executing" if self._current and
-                                       self._current.reqid == reqid else
-                                       "script doesn't exist")
-                removed = [self._queue.pop(index).reqid]
-            self.store.mark_blocked(removed)
-            self.bus.emit("blocked", removed)
+            removed = self._queue.block(reqid)
+            if removed is None:
+                raise CommandError("script already executing" if self._current and
+                                   self._current.reqid == reqid else
+                                   "script doesn't exist")
         log.info("%s unqueued %s", user.name, ", ".join(removed) or "nothing")
 
     def rearrange(self, ids: list[str]) -> None:
         """Put the queued requests in the given order."""
         with self._lock:
-            queued = {r.reqid: r for r in self._queue}
-            # ids that started meanwhile may still be in the client's list
-            wanted = [i for i in ids if i in queued or i not in self._started]
-            if sorted(wanted) != sorted(queued):
-                raise CommandError("Inconsistency between clients script IDs and queued IDs")
-            self._queue = [queued[i] for i in wanted]
-            self.store.set_order(wanted)
-            self.bus.emit("rearranged", wanted)
+            self._queue.rearrange(ids)
 
     def update(self, code: str, reason: str, reqid: str | None, user: User) -> None:
         """Replace the text of a queued script, or the not yet executed part
@@ -466,49 +282,18 @@ class ScriptController:
                     raise CommandError("no script is running")
                 self._update_running(current, normalize(code), reason, user)
                 return
-            index = self._queue_index(reqid)
-            if index is None:
-                raise CommandError("script doesn't exist")
-            request = self._queue[index]
-            request.text = normalize(code)
-            request.user = user.name
-            self.store.update_script(request.reqid, request.text, request.user)
-            self.bus.emit("updated", request.serialize())
+            self._queue.update(reqid, normalize(code), user.name)
         log.info("%s updated queued request %s", user.name, reqid)
 
     def _update_running(self, current: ScriptRequest, code: str, reason: str,
                         user: User) -> None:
-        if current.single_line:
-            raise CommandError("cannot update single-line script")
-        if "\n" not in code:
-            raise CommandError("cannot replace a multi-line script by a single line")
-        try:
-            new_blocks = compile_blocks(code)
-            new_dumps = block_dumps(code)
-            old_dumps = block_dumps(current.text)
-        except ScriptError as err:
-            raise CommandError(str(err)) from None
-        with self._blocks_lock:
-            started = self._next_block
-            if len(new_dumps) < started:
-                raise CommandError("new script too short")
-            if new_dumps[:started] != old_dumps[:started]:
-                raise CommandError("new script differs in already executed part of the code")
-            self._blocks = new_blocks
-            current.text = code
-            current.user = user.name
-            self.store.update_script(current.reqid, code, user.name)
-        self._register_source(code)
+        self._blocks.replace_unstarted(
+            current, code, user.name,
+            lambda: self.store.update_script(current.reqid, code, user.name))
         self.bus.emit("processing", current.serialize())
         prompt = f"UPDATE ({reason})" if reason else "UPDATE"
         self._message(input_echo(user.name, code, current.name, prompt), INPUT)
         log.info("%s updated the running script (%s)", user.name, reason)
-
-    def _queue_index(self, reqid: str) -> int | None:
-        for index, request in enumerate(self._queue):
-            if request.reqid == reqid:
-                return index
-        return None
 
     # ------------------------------------------------------ break and stop
 
@@ -521,7 +306,7 @@ class ScriptController:
             if status == STATUS_INBREAK:
                 raise CommandError("script is already paused")
             self._require_running()
-            if self._stage >= STAGE_STOP:
+            if self._stopping.stage >= STAGE_STOP:
                 raise CommandError("script is already stopping")
             try:
                 self.ctl.set_break(("break", level, user.name))
@@ -552,79 +337,16 @@ class ScriptController:
         included), then to an emergency stop (devices too)."""
         with self._lock:
             self._require_running()
-            stage = self._stage
             paused = self._status[0] == STATUS_INBREAK
-            self._block_queue()
-            if stage == STAGE_NONE:
-                arg = ("stop", level, user.name)
-                try:
-                    self.ctl.set_stop(arg)
-                except RuntimeError:
-                    # taken from the queue but not started yet (or just ended):
-                    # _run_blocks raises it before the first line
-                    self._stop_before_start = arg
-                self._enter_stage(STAGE_STOP, user.name)
-        if stage == STAGE_NONE:
-            if not paused:
-                what = "Stop after command" if level <= BREAK_AFTER_LINE else "Stop"
-                self._message(f"{what} requested by {user.name}")
-            log.info("%s: stop %d", user.name, level)
-            self._stop_script_threads(user.name, insist=False)
-        elif stage == STAGE_STOP:
-            self._escalate(STAGE_IMMEDIATE, user.name,
-                           f"Stop requested again by {user.name}: escalated to immediate stop, "
-                           "at the next line of the script, its cleanup code included")
-        elif stage == STAGE_IMMEDIATE:
-            self._escalate(STAGE_EMERGENCY, user.name,
-                           f"Stop requested a third time by {user.name}: escalated to "
-                           "emergency stop, all devices are stopped")
-        else:
-            self._escalate(STAGE_EMERGENCY, user.name,
-                           f"Stop requested again by {user.name}: emergency stop repeated")
-
-    def _enter_stage(self, stage: int, who: str) -> None:
-        # under self._lock
-        self._stage = stage
-        self._stage_since = time.monotonic()
-        self._stopped_by = who
-        self._stuck_reported = False
-
-    def _escalate(self, stage: int, who: str, text: str) -> None:
-        """Immediate or emergency stop of the running script (if any) and
-        of the threads scripts started; reported to clients and the log."""
-        with self._lock:
-            if self._current is not None:
-                arg = ("stop", BREAK_IMMEDIATE, who)
-                try:
-                    # insisting: raised at every line and breakpoint until the
-                    # run ends, so catching it cannot keep the script going
-                    self.ctl.set_stop(arg, insist=True)
-                except RuntimeError:
-                    self._stop_before_start = arg  # not started yet (or just ended)
-                self._enter_stage(max(stage, self._stage), who)
-        self._message(text, WARNING)
-        log.warning("%s (%s)", text, STAGE_NAMES[stage])
-        if stage >= STAGE_EMERGENCY:
-            self._run_emergency_functions()
-        self._stop_script_threads(who, insist=True, all_ages=stage >= STAGE_EMERGENCY)
-
-    def _on_stop_ignored(self, frame: FrameType, arg: Any) -> None:
-        """pyctl's handler, in the script thread: the script caught the
-        ControlStop and went on.  pyctl raises it again after this."""
-        who = arg[2] if isinstance(arg, tuple) and len(arg) == 3 else "?"
-        with self._lock:
-            if self._stage >= STAGE_IMMEDIATE:
-                return
-        self._escalate(STAGE_IMMEDIATE, who,
-                       f"The script caught the stop requested by {who} and went on at line "
-                       f"{frame.f_lineno}: escalated to immediate stop, raised again at every "
-                       "line")
+            self._queue.block()
+            found = self._stopping.take_request(level, user.name)
+        self._stopping.carry_out(found, level, user.name, paused)
 
     def finish(self, user: User) -> None:
         """End the current count early, keeping its data; the script goes on."""
         with self._lock:
             self._require_running()
-            if self._status[0] == STATUS_STOPPING or self._stage >= STAGE_STOP:
+            if self._status[0] == STATUS_STOPPING or self._stopping.stage >= STAGE_STOP:
                 raise CommandError("script is stopping")
             self.finish_requested = True
         self._message(f"Finish requested by {user.name}")
@@ -633,150 +355,9 @@ class ScriptController:
         """Stop everything now: the queue, the script (at every line, its
         cleanup included), every device, and every thread running script code."""
         with self._lock:
-            self._block_queue()
-        self._escalate(STAGE_EMERGENCY, user.name, f"Immediate stop requested by {user.name}")
-
-    def _run_emergency_functions(self) -> None:
-        # in the caller's thread, not the script thread: a script stuck in a
-        # call must not delay stopping the hardware
-        self._message("Stopping devices for immediate stop", WARNING)
-        failures = 0
-        for func in list(self.emergency_functions):
-            try:
-                func()
-            except Exception as err:  # noqa: BLE001 - one failure must not skip the rest
-                failures += 1
-                self._message(f"emergency stop function {func!r} failed: {err}", ERROR)
-        self._message("all devices stopped" if not failures else
-                      f"emergency stop: {failures} stop function(s) failed", WARNING)
-
-    # ------------------------------------------- threads started by scripts
-
-    def _script_threads(self, all_ages: bool) -> list[tuple[int, threading.Thread | None]]:
-        """Other threads that run script code on their own account: started
-        by the current run (by any script with ``all_ages``), and not daemon
-        or instrument threads that call script code (exec, watches)."""
-        script = self._script_thread.ident if self._script_thread is not None else None
-        me = threading.get_ident()
-        by_ident = {t.ident: t for t in threading.enumerate()}
-        with self._lock:
-            at_start = dict(self._threads_at_start)
-        found = []
-        for ident, frame in sys._current_frames().items():
-            if ident in (script, me):
-                continue
-            thread = by_ident.get(ident)
-            if not all_ages and ident in at_start and at_start[ident] is thread:
-                continue
-            if _runs_script_code(frame):
-                found.append((ident, thread))
-        return found
-
-    def _stop_script_threads(self, who: str, insist: bool, all_ages: bool = False) -> None:
-        """Tell the threads running script code to end (pyctl.stop_thread):
-        ControlStop at their next line of script code, at every line with
-        ``insist``.  The sampler reports the ones that do not end."""
-        arg = ("stop", BREAK_IMMEDIATE, who)
-        told = []
-        for ident, thread in self._script_threads(all_ages):
-            with self._threads_cond:
-                entry = self._stopped_threads.get(ident)
-            if entry is not None and (entry.insist or not insist):
-                continue  # told already, as firmly
-            if not pyctl.stop_thread(ident, arg, filename=SCRIPT_FILENAME, insist=insist):
-                continue  # it ended meanwhile
-            name = thread.name if thread is not None else f"thread {ident}"
-            with self._threads_cond:
-                self._stopped_threads[ident] = _StoppedThread(thread, name, time.monotonic(),
-                                                              insist)
-                self._threads_cond.notify_all()  # ends their sleep()
-            if entry is None:
-                told.append(name)
-        if told:
-            text = (f"Stopping {len(told)} thread(s) started by the script: {', '.join(told)}")
-            self._message(text, WARNING)
-            log.warning("%s (asked by %s)", text, who)
-
-    def _check_stopped_threads(self) -> None:
-        """In the sampler: report stopped threads that ended, and once each
-        those that have not ended after STUCK_REPORT_DELAY."""
-        with self._threads_cond:
-            entries = list(self._stopped_threads.items())
-        if not entries:
-            return
-        frames = sys._current_frames()
-        now = time.monotonic()
-        ended, stuck = [], []
-        for ident, entry in entries:
-            alive = entry.thread.is_alive() if entry.thread is not None else ident in frames
-            if not alive:
-                ended.append(ident)
-            elif not entry.reported and now - entry.since >= STUCK_REPORT_DELAY:
-                entry.reported = True
-                stuck.append((entry.name, _describe_position(frames.get(ident))))
-        del frames
-        with self._threads_cond:
-            names = [self._stopped_threads.pop(ident).name for ident in ended
-                     if ident in self._stopped_threads]
-        if names:
-            self._message(f"Thread(s) started by the script ended: {', '.join(names)}")
-        for name, where in stuck:
-            text = (f"Thread {name} started by the script does not end: it is in {where}; "
-                    "it stops when it gets back to script code (emergency stop: at every line)")
-            self._message(text, WARNING)
-            log.warning("%s", text)
-
-    def _join_stopped_threads(self, deadline: float) -> None:
-        with self._threads_cond:
-            entries = list(self._stopped_threads.values())
-        for entry in entries:
-            if entry.thread is not None:
-                entry.thread.join(max(0.0, deadline - time.monotonic()))
-                if entry.thread.is_alive():
-                    # Python waits for non-daemon threads at exit, whatever we do
-                    log.error("thread %s started by a script does not end; %s", entry.name,
-                              "it is abandoned" if entry.thread.daemon else
-                              "the daemon process cannot exit before it does")
-
-    def _thread_excepthook(self, args: Any) -> None:
-        # a ControlStop ending a thread is the stop working, reported as a
-        # message; anything else goes to the previous hook
-        if args.exc_type is not None and issubclass(args.exc_type, pyctl.ControlStop):
-            return
-        previous = self._previous_excepthook or threading.__excepthook__
-        previous(args)
-
-    def _check_stuck(self) -> None:
-        """In the sampler: a script that outlives an immediate or emergency
-        stop by STUCK_REPORT_DELAY is in code that stop cannot reach; say so
-        once per escalation step, and show it as stopping."""
-        with self._lock:
-            if self._current is None or self._stage < STAGE_IMMEDIATE or \
-                    self._stuck_reported or \
-                    time.monotonic() - self._stage_since < STUCK_REPORT_DELAY:
-                return
-            self._stuck_reported = True
-            stage = self._stage
-        thread = self._script_thread
-        frame = sys._current_frames().get(thread.ident) if thread is not None else None
-        where = _describe_position(frame)
-        del frame
-        text = (f"The script does not respond to the {STAGE_NAMES[stage]}: it is in {where}, "
-                "which stop cannot interrupt (a call into C code, or library code that does "
-                "not return to the script). The script is abandoned: it stops as soon as "
-                "that call returns. The daemon stays usable; scripts queued from now on run "
-                "after it has ended.")
-        self._message(text, WARNING)
-        log.warning("%s", text)
-        with self._lock:
-            if self._current is not None and self._status[0] == STATUS_RUNNING:
-                self._set_status(STATUS_STOPPING, self.ctl.lineno)
-
-    def _block_queue(self) -> None:
-        removed = [r.reqid for r in self._queue]
-        self._queue.clear()
-        self.store.mark_blocked(removed)
-        self.bus.emit("blocked", removed)
+            self._queue.block()
+        self._stopping.escalate(STAGE_EMERGENCY, user.name,
+                                f"Immediate stop requested by {user.name}")
 
     def _require_running(self) -> None:
         if self._current is None:
@@ -807,14 +388,10 @@ class ScriptController:
                     self._wakeup.wait()
                 if self._shutdown.is_set():
                     return
-                request = self._queue.pop(0)
+                request = self._queue.take_next()
                 self._current = request
-                self._stop_before_start = None
-                self._stage = STAGE_NONE
-                self._stuck_reported = False
-                self._threads_at_start = {t.ident: t for t in threading.enumerate()}
-                self._started.append(request.reqid)
-                self.store.mark_started(request.reqid)
+                self._stopping.new_run()
+                self._threads.mark_run_start()
             try:
                 self._run_request(request)
             except BaseException:  # noqa: BLE001 - the script thread must survive anything
@@ -828,16 +405,12 @@ class ScriptController:
         self.bus.emit("processing", request.serialize())
         self._message(input_echo(request.user, request.text, request.name), INPUT)
         try:
-            blocks = compile_blocks(request.text)
+            self._blocks.load(request.text)
         except ScriptError as err:
             self._message(str(err), ERROR)
             self.store.mark_finished(request.reqid, FAILED, str(err))
             self.bus.emit("done", {**request.serialize(), "success": False})
             return
-        self._register_source(request.text)
-        with self._blocks_lock:
-            self._blocks = blocks
-            self._next_block = 0
         self.finish_requested = False
         self._set_status(STATUS_RUNNING, -1)
         success = False
@@ -854,34 +427,18 @@ class ScriptController:
             summary, trace = format_script_exception(err)
             self._message(summary, ERROR, exc_text=trace)
             outcome, error = FAILED, summary
-        with self._lock:
-            stage, who = self._stage, self._stopped_by
-        if stage >= STAGE_STOP:
-            # threads it started while it was being stopped
-            self._stop_script_threads(who, insist=stage >= STAGE_IMMEDIATE)
+        self._stopping.stop_late_threads()
         self.store.mark_finished(request.reqid, outcome, error)
         lineno = self.ctl.lineno
         self._set_status(STATUS_IDLE if success else STATUS_IDLEEXC, lineno)
         self.bus.emit("done", {**request.serialize(), "success": success})
 
     def _run_blocks(self) -> None:
-        with self._lock:
-            stop, self._stop_before_start = self._stop_before_start, None
+        stop = self._stopping.take_stop_before_start()
         if stop is not None:
             raise pyctl.ControlStop(stop)
-        while True:
-            with self._blocks_lock:
-                if self._next_block >= len(self._blocks):
-                    return
-                code = self._blocks[self._next_block]
-                self._next_block += 1
+        while (code := self._blocks.take_next()) is not None:
             exec(code, self.namespace)
-
-    @staticmethod
-    def _register_source(text: str) -> None:
-        # tracebacks and stack traces show the user's lines
-        lines = text.splitlines(keepends=True)
-        linecache.cache[SCRIPT_FILENAME] = (len(text), None, lines, SCRIPT_FILENAME)
 
     # ------------------------------------------------------- script helpers
 
@@ -906,35 +463,9 @@ class ScriptController:
         of the time is waited.  In other threads a plain wait, which ends
         early when a stop tells the thread to end."""
         if not self.in_script_thread():
-            self._thread_sleep(float(seconds))
+            self._threads.sleep(float(seconds))
             return
-        self._wait_at_level(float(seconds), BREAK_AFTER_STEP)
-
-    def _wait_at_level(self, seconds: float, level: int) -> None:
-        deadline = time.monotonic() + seconds
-        while (remaining := deadline - time.monotonic()) > 0:
-            if self.ctl.wait(remaining, lambda request, arg: arg[1] >= level):
-                self.ctl.breakpoint()
-
-    def _thread_sleep(self, seconds: float) -> None:
-        # a thread told to end returns at once; pyctl raises ControlStop at
-        # its next line of script code
-        deadline = time.monotonic() + seconds
-        ident = threading.get_ident()
-        with self._threads_cond:
-            while ident not in self._stopped_threads and \
-                    (remaining := deadline - time.monotonic()) > 0:
-                self._threads_cond.wait(remaining)
-
-    def _script_time_sleep(self, seconds: float, caller: FrameType | None) -> None:
-        """time.sleep in the script thread (see _dispatching_sleep)."""
-        if caller is not None and caller.f_code.co_filename == SCRIPT_FILENAME:
-            # the script's own wait, however it got hold of time.sleep
-            self._wait_at_level(seconds, BREAK_AFTER_STEP)
-        else:
-            # a delay inside library code: only the level of an immediate
-            # stop may cut it short, as the protocol has it for internal delays
-            self._wait_at_level(seconds, BREAK_IMMEDIATE)
+        wait_at_level(self.ctl, float(seconds), BREAK_AFTER_STEP)
 
     def consume_finish_request(self) -> bool:
         """True once per 'finish' request; clears it."""
@@ -951,87 +482,28 @@ class ScriptController:
         code = normalize(code)
         self._message(input_echo(user.name, code, None, "---"), INPUT)
         log.info("%s: exec %r", user.name, code[:200])
-        try:
-            blocks = compile_blocks(code)
-        except ScriptError as err:
-            self._message(str(err), ERROR)
-            return
-        with captured():
-            try:
-                for block in blocks:
-                    exec(block, self.namespace)
-            except Exception as err:  # noqa: BLE001 - reported to the user
-                summary, trace = format_script_exception(err)
-                self._message(summary, ERROR, exc_text=trace)
+        execute(code, self.namespace, self._message)
 
     def eval_(self, expr: str, stringify: bool) -> Any:
         """Evaluate an expression in the script namespace."""
-        try:
-            with captured():
-                value = eval(compile_expression(expr), self.namespace)
-            if stringify:
-                return repr(value)
-        except Exception as err:  # noqa: BLE001 - reported to the client
-            if stringify:
-                return f"<cannot be evaluated: {err}>"
-            raise CommandError(f"exception raised while evaluating: {err}") from None
-        try:
-            return to_wire(value)
-        except CodecError as err:
-            raise CommandError(f"result cannot be sent: {err}") from None
+        return evaluate(expr, self.namespace, stringify)
 
     def watch(self, exprs: list[str]) -> None:
         """Add watch expressions (``expr`` or ``expr:group``)."""
-        with self._lock:
-            for expr in exprs:
-                key = expr if ":" in expr else expr + ":default"
-                if key not in self._watch and len(self._watch) >= MAX_WATCHES:
-                    raise CommandError(f"too many watch expressions (limit {MAX_WATCHES})")
-                self._watch.setdefault(key, None)
+        self._watches.add(exprs)
 
     def unwatch(self, exprs: list[str]) -> None:
         """Remove watch expressions; ``*:group`` removes a whole group."""
-        with self._lock:
-            for expr in exprs:
-                key = expr if ":" in expr else expr + ":default"
-                if key.startswith("*:"):
-                    group = key[2:]
-                    for existing in [k for k in self._watch if k.rpartition(":")[2] == group]:
-                        del self._watch[existing]
-                else:
-                    self._watch.pop(key, None)
-            values = {k: v for k, v in self._watch.items() if v is not None}
-        self.bus.emit("watch", values)
-
-    def _evaluate_watches(self) -> None:
-        with self._lock:
-            keys = list(self._watch)
-        if not keys:
-            return
-        results = {}
-        for key in keys:
-            expr = key.rpartition(":")[0]
-            try:
-                results[key] = repr(eval(compile_expression(expr), self.namespace))
-            except Exception as err:  # noqa: BLE001 - shown as the value
-                results[key] = f"<cannot be evaluated: {err}>"
-        with self._lock:
-            changed = False
-            for key, value in results.items():
-                if key in self._watch and self._watch[key] != value:
-                    self._watch[key] = value
-                    changed = True
-            snapshot = {k: v for k, v in self._watch.items() if v is not None}
-        if changed:
-            self.bus.emit("watch", snapshot)
+        self._watches.remove(exprs)
 
     def _sampler_loop(self) -> None:
         while not self._shutdown.wait(self.updateinterval):
             try:
                 self._sample_line()
-                self._check_stuck()
-                self._check_stopped_threads()
-                self._evaluate_watches()
+                if self._stopping.report_stuck():
+                    self._show_stopping()
+                self._threads.report_stopped()
+                self._watches.evaluate(self.namespace)
             except Exception:  # noqa: BLE001 - the sampler must keep running
                 log.exception("sampler error")
 
@@ -1044,6 +516,12 @@ class ScriptController:
                     lineno != self._status[1]:
                 self._set_status(STATUS_RUNNING, lineno)
 
+    def _show_stopping(self) -> None:
+        # a script that no stop reaches is still running, but on its way out
+        with self._lock:
+            if self._current is not None and self._status[0] == STATUS_RUNNING:
+                self._set_status(STATUS_STOPPING, self.ctl.lineno)
+
     # -------------------------------------------------------------- queries
 
     def getstatus(self) -> dict:
@@ -1055,9 +533,9 @@ class ScriptController:
                 "status": list(self._status),
                 "script": shown.text if shown else "",
                 "scriptname": (shown.name or "") if shown else "",
-                "eta": list(self._eta),
-                "watch": {k: v for k, v in self._watch.items() if v is not None},
-                "requests": [r.serialize() for r in self._queue],
+                "eta": self._dry_runs.eta(),
+                "watch": self._watches.values(),
+                "requests": self._queue.serialize(),
                 "mode": "master",
                 "setups": [list(session.loaded_setups), list(session.explicit_setups)]
                 if session else [[], []],
@@ -1094,11 +572,7 @@ class ScriptController:
     def gethistory(self, key: str, fromtime: Any, totime: Any, interval: Any = None) -> list:
         """``[[time, value], ...]`` of a device key from the value history
         (see nicos/data/history.py); empty without a history store."""
-        store = self.value_history
-        if store is None:
-            return []
-        return store.history(str(key), float(fromtime), float(totime),
-                             float(interval) if interval else None)
+        return value_history(self.value_history, key, fromtime, totime, interval)
 
     def getcachekeys(self, query: str) -> list:
         """``[[key, value], ...]``: ``query`` is a key prefix, or exact keys
@@ -1109,36 +583,16 @@ class ScriptController:
         parameter: clients read units and limits from it, and it is the only
         way for guests, who may not ``eval``.  They are read from the
         devices' stored values, never from the hardware."""
-        session = self.session
-        live: dict[str, tuple[float, Any]] = {}
-        if session is not None:
-            live = _parameter_values(session)
-            live.update(session.current_values())
-        return cache_keys(live, self.value_history, query)
+        return cache_entries(self.session, self.value_history, query)
 
     def getdataset(self, index: Any) -> Any:
         """A recent scan dataset as a JSON object (see nicos/data/dataset.py):
         by position (0 the oldest kept, -1 the latest), or all with ``*``."""
-        if self.session is None:
-            return [] if index == "*" else None
-        if index == "*":
-            return [dataset.to_dict() for dataset in self.session.data.recent()]
-        dataset = self.session.data.get(int(index))
-        return dataset.to_dict() if dataset is not None else None
+        return datasets(self.session, index)
 
     def complete(self, line: str, lastword: str) -> list[str]:
         """Completions of ``lastword`` from the script namespace."""
-        completer = rlcompleter.Completer(self.namespace)
-        found: set[str] = set()
-        for state in range(MAX_COMPLETIONS):
-            try:
-                candidate = completer.complete(lastword, state)
-            except Exception:  # noqa: BLE001 - attribute lookups may fail
-                break
-            if candidate is None:
-                break
-            found.add(candidate)
-        return sorted(found)
+        return completions(self.namespace, lastword)
 
     def transfer(self, content: bytes) -> str:
         """Store bytes from a client in a new file; returns its path."""
@@ -1160,16 +614,3 @@ class ScriptController:
             raise CommandError("simulation is not available: no instrument layer is loaded")
         simulations.start(self.session, name, code, simid, user.name)
 
-
-def _parameter_values(session: Any) -> dict[str, tuple[float, Any]]:
-    """``{"dev/param": (0.0, value)}`` of every device's stored parameters."""
-    values: dict[str, tuple[float, Any]] = {}
-    for name, device in list(session.devices.items()):
-        try:
-            table = device.parameter_table()
-        except Exception as err:  # noqa: BLE001 - one odd device must not hide the rest
-            log.warning("cannot list the parameters of %s: %s", name, err)
-            continue
-        for param, value, _unit, _description in table:
-            values[f"{name.lower()}/{param.lower()}"] = (0.0, value)
-    return values

@@ -202,6 +202,44 @@ class UserLogHandler(logging.Handler):
             self.handleError(record)
 
 
+class MessageSender:
+    """Messages to clients: kept for getmessages (``keep(record)`` stores
+    them too), sent as ``message`` events, each tagged with the request it
+    belongs to (``reqid()``).  While capturing, script output and the user
+    logger's records become messages as well."""
+
+    def __init__(self, log: MessageLog, keep: Emit, emit: Callable[[str, Any], None],
+                 reqid: Callable[[], str | None]) -> None:
+        self._log = log
+        self._keep = keep
+        self._emit = emit
+        self._reqid = reqid
+        self._log_handler: UserLogHandler | None = None
+
+    def send_record(self, record: Record) -> None:
+        if self._log.add(record):
+            self._keep(record)
+        self._emit("message", record)
+
+    def send(self, text: str, level: int = INFO, exc_text: str | None = None) -> None:
+        self.send_record(make_record(text, level, exc_text=exc_text, reqid=self._reqid()))
+
+    def capture_output(self) -> None:
+        """Make the output of captured threads and the user logger's records messages."""
+        install_output_capture(self.send)
+        self._log_handler = UserLogHandler(self.send_record, self._reqid)
+        user_log = logging.getLogger(USER_LOGGER)
+        user_log.addHandler(self._log_handler)
+        user_log.setLevel(logging.INFO)
+        user_log.propagate = False
+
+    def release_output(self) -> None:
+        """Undo capture_output: the output streams are the original ones again."""
+        if self._log_handler is not None:
+            logging.getLogger(USER_LOGGER).removeHandler(self._log_handler)
+        install_output_capture(None)
+
+
 def input_echo(user: str, text: str, name: str | None, prompt: str = ">>>") -> str:
     """The echo of submitted code, as clients expect it at level INPUT."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -211,5 +249,6 @@ def input_echo(user: str, text: str, name: str | None, prompt: str = ">>>") -> s
     return f"{header}\n{text}{'-' * 51}"
 
 
-__all__ = ["ACTION", "INFO", "INPUT", "MessageLog", "OutputRouter", "UserLogHandler",
-           "captured", "install_output_capture", "format_script_exception", "input_echo", "make_record"]
+__all__ = ["ACTION", "INFO", "INPUT", "MessageLog", "MessageSender", "OutputRouter",
+           "UserLogHandler", "captured", "install_output_capture", "format_script_exception",
+           "input_echo", "make_record"]

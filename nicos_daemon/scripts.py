@@ -1,16 +1,19 @@
 """Script requests: text normalisation, splitting into blocks, and safety rewrites.
 
 A multi-line script is split into its top-level statements ("blocks") so that
-``update`` can replace the part that has not run yet.  A single line is
-compiled in interactive mode, so an expression's value is shown like at a
-Python prompt.
+``update`` can replace the part that has not run yet (ScriptBlocks).  A single
+line is compiled in interactive mode, so an expression's value is shown like at
+a Python prompt.
 """
 
 from __future__ import annotations
 
 import ast
+import linecache
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import CodeType
 
@@ -117,3 +120,65 @@ class ScriptRequest:
     def serialize(self) -> dict:
         """The request dict of the protocol's request/processing/done events."""
         return {"reqid": self.reqid, "name": self.name, "script": self.text, "user": self.user}
+
+
+def _register_source(text: str) -> None:
+    # tracebacks and stack traces show the user's lines
+    lines = text.splitlines(keepends=True)
+    linecache.cache[SCRIPT_FILENAME] = (len(text), None, lines, SCRIPT_FILENAME)
+
+
+class ScriptBlocks:
+    """The compiled blocks of the running script: the script thread takes
+    them one by one, ``replace_unstarted`` swaps those not started yet."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._blocks: list[CodeType] = []
+        self._next = 0
+
+    def load(self, text: str) -> None:
+        """Compile the script ``text`` (ScriptError when it cannot run) and
+        run it from its first block."""
+        blocks = compile_blocks(text)
+        _register_source(text)
+        with self._lock:
+            self._blocks = blocks
+            self._next = 0
+
+    def take_next(self) -> CodeType | None:
+        """The next block to run, None after the last."""
+        with self._lock:
+            if self._next >= len(self._blocks):
+                return None
+            code = self._blocks[self._next]
+            self._next += 1
+            return code
+
+    def replace_unstarted(self, request: ScriptRequest, text: str, user: str,
+                          record: Callable[[], None]) -> None:
+        """Run the rest of ``request`` from ``text``, which must agree with
+        its text in the blocks started already.  The request gets the new
+        text and user, and ``record()`` is called, before the next block
+        can start."""
+        if request.single_line:
+            raise CommandError("cannot update single-line script")
+        if "\n" not in text:
+            raise CommandError("cannot replace a multi-line script by a single line")
+        try:
+            new_blocks = compile_blocks(text)
+            new_dumps = block_dumps(text)
+            old_dumps = block_dumps(request.text)
+        except ScriptError as err:
+            raise CommandError(str(err)) from None
+        with self._lock:
+            started = self._next
+            if len(new_dumps) < started:
+                raise CommandError("new script too short")
+            if new_dumps[:started] != old_dumps[:started]:
+                raise CommandError("new script differs in already executed part of the code")
+            self._blocks = new_blocks
+            request.text = text
+            request.user = user
+            record()
+        _register_source(text)

@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import nicos
-from nicos.protocols.daemon import ERROR, WARNING
+from nicos.protocols.daemon import ERROR, SIM_FAILED, SIM_PENDING, SIM_SUCCESS, WARNING
 from nicos.simulation.wire import MAX_LINE, MAX_MESSAGES, parse_line, request_line, snapshot
 from nicos_daemon.common import CommandError
 from nicos_daemon.messages import make_record
+from nicos_daemon.scripts import ScriptRequest
 
 log = logging.getLogger("nicos_daemon.simulation")
 
@@ -207,6 +208,38 @@ class Simulations:
                 or not math.isfinite(duration):
             return -1, devinfo
         return began + max(0.0, float(duration)), devinfo
+
+
+class QueuedDryRuns:
+    """Dry runs of queued scripts (config ``autosimulate``): the ETA clients
+    show, and a warning before a script runs whose dry run found problems."""
+
+    def __init__(self, emit: Emit, message: Callable[[str, int], None]) -> None:
+        self._emit = emit
+        self._message = message
+        self._lock = threading.Lock()
+        self._eta: list = [SIM_PENDING, -1]
+
+    def eta(self) -> list:
+        """``[SIM_*, stoptime]`` of the latest dry run, for getstatus."""
+        with self._lock:
+            return list(self._eta)
+
+    def start(self, simulations: Simulations, session: Any, request: ScriptRequest) -> None:
+        """Dry-run ``request``; raises CommandError when that is not possible now."""
+
+        def on_result(simid: str, stoptime: float, devinfo: dict) -> None:
+            ok = stoptime >= 0
+            with self._lock:
+                self._eta = [SIM_SUCCESS if ok else SIM_FAILED, stoptime]
+            self._emit("eta", list(self._eta))
+            if not ok:
+                self._message(f"dry run of {request.name or 'request ' + request.reqid} "
+                              "found problems: see the simulation messages; it will run "
+                              "anyway unless removed from the queue", WARNING)
+
+        simulations.start(session, request.name or "", request.text, "dryrun-" + request.reqid,
+                          request.user, on_result=on_result, quiet=False)
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
