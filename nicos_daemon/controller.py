@@ -149,8 +149,6 @@ class ScriptController:
         self._sampler_thread = threading.Thread(target=self._sampler_loop, name="sampler",
                                                 daemon=True)
         self._script_thread.start()
-        assert self._script_thread.ident is not None
-        register_script_thread(self._script_thread.ident, self.ctl)
         self._threads.install_excepthook()
         self._sampler_thread.start()
         for reqid in self._interrupted:
@@ -346,7 +344,9 @@ class ScriptController:
         """End the current count early, keeping its data; the script goes on."""
         with self._lock:
             self._require_running()
-            if self._status[0] == STATUS_STOPPING or self._stopping.stage >= STAGE_STOP:
+            # an armed stop leaves room for a finish ("finish the count, then stop"),
+            # an immediate one does not
+            if self._status[0] == STATUS_STOPPING or self._stopping.stage > STAGE_STOP:
                 raise CommandError("script is stopping")
             self.finish_requested = True
         self._message(f"Finish requested by {user.name}")
@@ -382,6 +382,9 @@ class ScriptController:
     # ------------------------------------------------------- script thread
 
     def _script_loop(self) -> None:
+        # registered here, before the first request (one recovered from disk starts
+        # at once): its time.sleep calls are the interruptible ones from the start
+        register_script_thread(threading.get_ident(), self.ctl)
         while True:
             with self._lock:
                 while not self._queue and not self._shutdown.is_set():
@@ -477,7 +480,10 @@ class ScriptController:
 
     def exec_(self, code: str, user: User) -> None:
         """Run code in the script namespace in the caller's thread."""
-        if self._status[0] == STATUS_STOPPING:
+        with self._lock:
+            stopping = self._status[0] == STATUS_STOPPING or (
+                self._current is not None and self._stopping.stage >= STAGE_STOP)
+        if stopping:
             raise CommandError("script is stopping")
         code = normalize(code)
         self._message(input_echo(user.name, code, None, "---"), INPUT)

@@ -81,6 +81,7 @@ class _StoppedThread:
     name: str
     since: float  # time.monotonic() of the last stop_thread
     insist: bool
+    stopper: Any  # pyctl's handle: cancel() ends the stop
     reported: bool = False
 
 
@@ -103,10 +104,18 @@ class ScriptThreads:
         self._previous_excepthook: Callable[[Any], Any] | None = None
 
     def mark_run_start(self) -> None:
-        """A run begins: the threads alive now are not its own."""
+        """A run begins: the threads alive now are not its own. Stops of earlier
+        runs end for threads no longer in script code (an idle pool worker a
+        script keeps in its namespace must be able to run the next one's work)."""
         alive = {t.ident: t for t in threading.enumerate()}
+        frames = sys._current_frames()
         with self._cond:
             self._at_run_start = alive
+            for ident, entry in list(self._stopped.items()):
+                if not runs_script_code(frames.get(ident)):
+                    entry.stopper.cancel()
+                    del self._stopped[ident]
+        del frames
 
     def install_excepthook(self) -> None:
         self._previous_excepthook = threading.excepthook
@@ -124,7 +133,8 @@ class ScriptThreads:
         previous = self._previous_excepthook or threading.__excepthook__
         previous(args)
 
-    def _running_script_code(self, all_ages: bool) -> list[tuple[int, threading.Thread | None]]:
+    def _running_script_code(self, all_ages: bool
+                             ) -> list[tuple[int, threading.Thread | None, FrameType]]:
         """Other threads that run script code on their own account: started
         by the current run (by any script with ``all_ages``), and not daemon
         or instrument threads that call script code (exec, watches)."""
@@ -141,7 +151,9 @@ class ScriptThreads:
             if not all_ages and ident in at_start and at_start[ident] is thread:
                 continue
             if runs_script_code(frame):
-                found.append((ident, thread))
+                while frame.f_back is not None:
+                    frame = frame.f_back
+                found.append((ident, thread, frame))  # the outermost frame names the thread
         return found
 
     def stop(self, who: str, insist: bool, all_ages: bool = False) -> None:
@@ -150,16 +162,19 @@ class ScriptThreads:
         ``insist``.  report_stopped reports the ones that do not end."""
         arg = ("stop", BREAK_IMMEDIATE, who)
         told = []
-        for ident, thread in self._running_script_code(all_ages):
+        for ident, thread, outermost in self._running_script_code(all_ages):
             with self._cond:
                 entry = self._stopped.get(ident)
             if entry is not None and (entry.insist or not insist):
                 continue  # told already, as firmly
-            if not pyctl.stop_thread(ident, arg, filename=SCRIPT_FILENAME, insist=insist):
-                continue  # it ended meanwhile
+            stopper = pyctl.stop_thread(ident, arg, filename=SCRIPT_FILENAME, insist=insist,
+                                        expect=outermost)
+            if not stopper:
+                continue  # it ended meanwhile (its ident may be another thread's now)
             name = thread.name if thread is not None else f"thread {ident}"
             with self._cond:
-                self._stopped[ident] = _StoppedThread(thread, name, time.monotonic(), insist)
+                self._stopped[ident] = _StoppedThread(thread, name, time.monotonic(), insist,
+                                                      stopper)
                 self._cond.notify_all()  # ends their sleep()
             if entry is None:
                 told.append(name)

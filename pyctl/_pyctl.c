@@ -841,6 +841,9 @@ typedef struct {
     PyObject *filename;   /* str or NULL: every frame */
     int insist;
     int raised;
+    int cancelled;        /* cancel(): restore the displaced tracer at the next event */
+    Py_tracefunc saved_func;  /* the tracer stop_thread() displaced, or NULL */
+    PyObject *saved_obj;
 } ThreadStop;
 
 static PyTypeObject *ThreadStopType;
@@ -849,6 +852,14 @@ static int
 thread_stop_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *unused)
 {
     ThreadStop *self = (ThreadStop *)obj;
+    if (self->cancelled) {
+        /* The thread state owns the only reference to self as its trace
+           object; keep self alive while the previous tracer is put back. */
+        Py_INCREF(self);
+        int err = _PyEval_SetTrace(PyThreadState_Get(), self->saved_func, self->saved_obj);
+        Py_DECREF(self);
+        return err;
+    }
     if (what != PyTrace_LINE)
         return 0;
     if (self->filename != NULL && !filename_matches(self->filename, frame))
@@ -870,6 +881,7 @@ ThreadStop_traverse(ThreadStop *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->arg);
+    Py_VISIT(self->saved_obj);
     return 0;
 }
 
@@ -877,8 +889,26 @@ static int
 ThreadStop_clear(ThreadStop *self)
 {
     Py_CLEAR(self->arg);
+    Py_CLEAR(self->saved_obj);
     return 0;
 }
+
+static PyObject *
+ThreadStop_cancel(ThreadStop *self, PyObject *unused)
+{
+    /* Only a flag: the tracer can only be changed from the thread itself
+       (another thread's state may be running).  Its next trace event puts
+       the displaced tracer back. */
+    self->cancelled = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef ThreadStop_methods[] = {
+    {"cancel", (PyCFunction)ThreadStop_cancel, METH_NOARGS,
+     "cancel()\n\nThe stop is over: no more ControlStop; at the thread's next trace "
+     "event the tracer that stop_thread() displaced (if any) is put back."},
+    {NULL, NULL, 0, NULL},
+};
 
 static void
 ThreadStop_dealloc(ThreadStop *self)
@@ -896,6 +926,7 @@ static PyType_Slot ThreadStop_slots[] = {
     {Py_tp_dealloc, ThreadStop_dealloc},
     {Py_tp_traverse, ThreadStop_traverse},
     {Py_tp_clear, ThreadStop_clear},
+    {Py_tp_methods, ThreadStop_methods},
     {0, NULL},
 };
 
@@ -909,13 +940,17 @@ static PyType_Spec ThreadStop_spec = {
 static PyObject *
 pyctl_stop_thread(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"ident", "arg", "filename", "insist", NULL};
+    static char *kwlist[] = {"ident", "arg", "filename", "insist", "expect", NULL};
     unsigned long ident;
-    PyObject *arg = Py_None, *filename = Py_None;
+    PyObject *arg = Py_None, *filename = Py_None, *expect = Py_None;
     int insist = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "k|O$Op:stop_thread", kwlist,
-                                     &ident, &arg, &filename, &insist))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "k|O$OpO:stop_thread", kwlist,
+                                     &ident, &arg, &filename, &insist, &expect))
         return NULL;
+    if (expect != Py_None && !PyFrame_Check(expect)) {
+        PyErr_SetString(PyExc_TypeError, "expect must be a frame or None");
+        return NULL;
+    }
     if (filename != Py_None && !PyUnicode_Check(filename)) {
         PyErr_SetString(PyExc_TypeError, "filename must be a str or None");
         return NULL;
@@ -932,6 +967,21 @@ pyctl_stop_thread(PyObject *module, PyObject *args, PyObject *kwds)
         ts = PyThreadState_Next(ts);
     if (ts == NULL)
         Py_RETURN_FALSE;
+    if (expect != Py_None) {
+        /* Thread idents are reused at once: is this still the thread whose
+           stack held that frame?  (No Python code runs while we look.) */
+        int found = 0;
+        PyFrameObject *frame = PyThreadState_GetFrame(ts);
+        while (frame != NULL && !found) {
+            found = (PyObject *)frame == expect;
+            PyFrameObject *back = PyFrame_GetBack(frame);
+            Py_DECREF(frame);
+            frame = back;
+        }
+        Py_XDECREF(frame);
+        if (!found)
+            Py_RETURN_FALSE;
+    }
     ThreadStop *stopper = PyObject_GC_New(ThreadStop, ThreadStopType);
     if (stopper == NULL)
         return NULL;
@@ -939,28 +989,45 @@ pyctl_stop_thread(PyObject *module, PyObject *args, PyObject *kwds)
     stopper->filename = filename == Py_None ? NULL : Py_NewRef(filename);
     stopper->insist = insist;
     stopper->raised = 0;
+    stopper->cancelled = 0;
+    if (ts->c_tracefunc == thread_stop_trace) {
+        /* stopped again (more firmly): keep what the first stop displaced */
+        ThreadStop *earlier = (ThreadStop *)ts->c_traceobj;
+        stopper->saved_func = earlier->saved_func;
+        stopper->saved_obj = Py_XNewRef(earlier->saved_obj);
+    }
+    else {
+        stopper->saved_func = ts->c_tracefunc;
+        stopper->saved_obj = Py_XNewRef(ts->c_traceobj);
+    }
     PyObject_GC_Track(stopper);
     int err = _PyEval_SetTrace(ts, thread_stop_trace, (PyObject *)stopper);
-    Py_DECREF(stopper);
-    if (err < 0)
+    if (err < 0) {
+        Py_DECREF(stopper);
         return NULL;
+    }
     /* an insisting stop also reaches code outside the eligible frames (a
        library loop called from the script), once, as soon as the thread
        runs Python bytecode again */
     if (insist)
         PyThreadState_SetAsyncExc(ident, ControlStop);
-    Py_RETURN_TRUE;
+    return (PyObject *)stopper;  /* the caller's handle for cancel() */
 }
 
 static PyMethodDef module_methods[] = {
     {"stop_thread", (PyCFunction)(void (*)(void))pyctl_stop_thread, METH_VARARGS | METH_KEYWORDS,
-     "stop_thread(ident, arg=None, *, filename=None, insist=False) -> bool\n\n"
+     "stop_thread(ident, arg=None, *, filename=None, insist=False, expect=None)"
+     " -> ThreadStop | False\n\n"
      "Stop another thread (not one running a Controller's script): ControlStop(arg) is "
      "raised at its next line of code from the file filename (any code if None), and "
      "again whenever it was caught and not re-raised.  insist=True raises it at every "
      "such line, also in except and finally blocks, and once wherever the thread runs "
      "Python next.  A thread blocked in C is reached when the call returns.  Returns "
-     "False if no thread has that ident (threading.get_ident() / Thread.ident)."},
+     "False if no thread has that ident (threading.get_ident() / Thread.ident), or, with "
+     "expect (a frame), if that frame is not on the thread's stack (idents are reused: "
+     "pass the outermost frame seen when the thread was picked).  Otherwise the "
+     "ThreadStop handle: its cancel() ends the stop and puts back the tracer it "
+     "displaced."},
     {NULL, NULL, 0, NULL},
 };
 

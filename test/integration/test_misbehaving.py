@@ -281,3 +281,28 @@ def test_emergency_while_idle_stops_threads_of_earlier_scripts(
     assert "background-helper" in told[3]
     wait_threads_ended(client, since, ["background-helper"])
     assert client.ask("eval", "helper.is_alive()", False) is False
+
+
+def test_a_pool_worker_stopped_in_one_run_works_in_the_next(client: EventRecorder) -> None:
+    code = ("from concurrent.futures import ThreadPoolExecutor\n"
+            "pool = ThreadPoolExecutor(1, thread_name_prefix='keeper')\n"
+            "def work(n):\n"
+            "    print('pool working')\n"
+            "    sleep(3600)\n"
+            "    return n\n"
+            "job = pool.submit(work, 1)\n"
+            "sleep(3600)\n")
+    reqid = start(client, code, "pool working", 8)
+    since = client.mark()
+    client.ask("stop", 2)
+    assert client.wait_done(reqid).data["success"] is False
+    wait_message(client, since, "Stopping 1 thread(s) started by the script")
+    # the worker left the script's work (its future holds the ControlStop) and
+    # waits for more; the next run's work must not be stopped again
+    since = client.mark()
+    reqid = client.run("print('job ended with', type(job.exception(10)).__name__)\n"
+                       "print('pool result', pool.submit(lambda n: n * 2, 21).result(10))\n"
+                       "pool.shutdown()\n")
+    assert client.wait_done(reqid).data["success"] is True, texts(client, since)
+    shown = texts(client, since, reqid)
+    assert "job ended with ControlStop\n" in shown and "pool result 42\n" in shown, shown

@@ -6,6 +6,7 @@ Synchronisation is by events the script itself sets; no test depends on timing.
 from __future__ import annotations
 
 import gc
+import queue
 import sys
 import textwrap
 import threading
@@ -688,7 +689,7 @@ def test_stop_thread_reaches_a_thread_that_swallows_the_stop() -> None:
                 log.append("finally")
     """, "worker", release=release)
     # blocked in C: the stop acts when the call returns
-    assert pyctl_stop_thread(worker.thread.ident, "bye", filename="<script>") is True
+    assert pyctl_stop_thread(worker.thread.ident, "bye", filename="<script>")
     release.set()
     worker.join()
     assert isinstance(worker.error, ControlStop) and worker.error.args == ("bye",)
@@ -760,3 +761,74 @@ def test_insist_and_stop_thread_do_not_leak() -> None:
         worker.error = None  # holds the ControlStop, which holds the token
     gc.collect()
     assert sys.getrefcount(token) == refs_before
+
+
+def test_cancelled_thread_stop_lets_the_thread_run_script_code_again() -> None:
+    # A pool worker that a script keeps (its loop is library code, here this
+    # file): stopped in one run, it must be able to run the next run's work.
+    jobs: queue.Queue = queue.Queue()
+    results: queue.Queue = queue.Queue()
+
+    def work_loop() -> None:
+        while True:
+            func, arg = jobs.get()
+            if func is None:
+                return
+            try:
+                results.put(func(arg))
+            except BaseException as err:  # noqa: BLE001 - like a pool worker
+                results.put(type(err).__name__)
+
+    ns: dict[str, Any] = {}
+    exec(script("""
+        def job(n):
+            return n * 2
+    """), ns)
+    worker = threading.Thread(target=work_loop, daemon=True)
+    worker.start()
+
+    def previous_tracer(frame: Any, event: str, arg: Any) -> None:
+        return None
+
+    # a Python-level tracer that the stop displaces and cancel() puts back
+    jobs.put((lambda _: sys.settrace(previous_tracer), None))
+    results.get(timeout=WAIT)
+    stopper = pyctl_stop_thread(worker.ident, "stop", filename="<script>")
+    assert stopper
+    jobs.put((ns["job"], 1))
+    assert results.get(timeout=WAIT) == "ControlStop"
+    jobs.put((ns["job"], 2))
+    assert results.get(timeout=WAIT) == "ControlStop"  # still stopped: poisoned
+    stopper.cancel()
+    jobs.put((ns["job"], 3))
+    assert results.get(timeout=WAIT) == 6
+    jobs.put((lambda _: sys.gettrace(), None))
+    assert results.get(timeout=WAIT) is previous_tracer
+    jobs.put((lambda _: sys.settrace(None), None))
+    results.get(timeout=WAIT)
+    jobs.put((None, None))
+    worker.join(WAIT)
+    assert not worker.is_alive()
+
+
+def test_stop_thread_with_expect_refuses_another_thread_with_the_same_ident() -> None:
+    release = threading.Event()
+    worker = ScriptThread("""
+        def worker():
+            started.set()
+            release.wait()
+            log.append("after the wait")
+    """, "worker", release=release)
+    frames = sys._current_frames()
+    outermost = frames[worker.thread.ident]
+    while outermost.f_back is not None:
+        outermost = outermost.f_back
+    foreign = sys._getframe()  # a frame of this thread, not of the worker's stack
+    assert pyctl_stop_thread(worker.thread.ident, "x", filename="<script>",
+                             expect=foreign) is False
+    assert pyctl_stop_thread(worker.thread.ident, "x", filename="<script>",
+                             expect=outermost)
+    del frames, outermost, foreign
+    release.set()
+    worker.join()
+    assert isinstance(worker.error, ControlStop)
