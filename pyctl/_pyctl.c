@@ -101,6 +101,7 @@ typedef struct {
     PyThreadState *tstate;    /* the script thread, only while running */
     PyObject *base_frame;     /* caller of start(), owned or NULL */
     PyObject *toplevel;       /* first frame of the run, owned or NULL */
+    PyObject *toplevel_code;  /* code the toplevel frame runs, if known; owned or NULL */
     PyObject *break_frame;    /* frame of the current break, owned or NULL */
     int trace_installed;
     int in_callback;          /* >0 while breakfunc or observer runs */
@@ -323,6 +324,20 @@ stop_ignored(Controller *self, PyFrameObject *frame)
     return do_stop(self, frame);
 }
 
+/* Whether frame runs the code the run was started with.  Other Python code
+   may run first in the script thread (a gc callback, an audit hook), and
+   must not be taken for the toplevel frame. */
+static int
+is_toplevel_code(Controller *self, PyFrameObject *frame)
+{
+    if (self->toplevel_code == NULL)
+        return 1;   /* unknown (e.g. a C callable): the first call it is */
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    int same = (PyObject *)code == self->toplevel_code;
+    Py_DECREF(code);
+    return same;
+}
+
 static int
 trace_func(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 {
@@ -330,7 +345,7 @@ trace_func(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     if (self->in_callback)
         return 0;
     if (what == PyTrace_CALL) {
-        if (self->toplevel == NULL) {
+        if (self->toplevel == NULL && is_toplevel_code(self, frame)) {
             self->toplevel = Py_NewRef((PyObject *)frame);
             if (self->request == REQUEST_NONE && self->lineno_mode == LINENO_ON_DEMAND)
                 uninstall_trace(self);
@@ -399,8 +414,9 @@ check_can_start(Controller *self)
 }
 
 static void
-begin_run(Controller *self)
+begin_run(Controller *self, PyObject *code)
 {
+    Py_XSETREF(self->toplevel_code, Py_XNewRef(code));
     self->tstate = PyThreadState_Get();
     PyFrameObject *caller = PyEval_GetFrame();   /* borrowed */
     Py_XSETREF(self->base_frame, Py_XNewRef((PyObject *)caller));
@@ -427,6 +443,7 @@ end_run(Controller *self, PyObject *result)
     if (self->toplevel != NULL && frame_is_eligible(self, (PyFrameObject *)self->toplevel))
         self->last_lineno = PyFrame_GetLineNumber((PyFrameObject *)self->toplevel);
     Py_CLEAR(self->toplevel);
+    Py_CLEAR(self->toplevel_code);
     Py_CLEAR(self->base_frame);
     Py_CLEAR(self->break_frame);
     Py_CLEAR(self->request_arg);
@@ -448,8 +465,9 @@ Controller_start(Controller *self, PyObject *callable)
         PyErr_SetString(PyExc_TypeError, "start() needs a callable");
         return NULL;
     }
+    PyObject *func = PyMethod_Check(callable) ? PyMethod_GET_FUNCTION(callable) : callable;
     Py_INCREF(self);
-    begin_run(self);
+    begin_run(self, PyFunction_Check(func) ? PyFunction_GET_CODE(func) : NULL);
     PyObject *result = end_run(self, PyObject_CallNoArgs(callable));
     Py_DECREF(self);
     return result;
@@ -474,7 +492,7 @@ Controller_start_exec(Controller *self, PyObject *args)
         PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) < 0)
         return NULL;
     Py_INCREF(self);
-    begin_run(self);
+    begin_run(self, code);
     PyObject *result = end_run(self, PyEval_EvalCode(code, globals, locals ? locals : globals));
     Py_DECREF(self);
     return result;
@@ -730,6 +748,7 @@ Controller_traverse(Controller *self, visitproc visit, void *arg)
     Py_VISIT(self->request_arg);
     Py_VISIT(self->base_frame);
     Py_VISIT(self->toplevel);
+    Py_VISIT(self->toplevel_code);
     Py_VISIT(self->break_frame);
     Py_VISIT(self->saved_obj);
     Py_VISIT(self->stop_arg);
@@ -745,6 +764,7 @@ Controller_clear(Controller *self)
     Py_CLEAR(self->request_arg);
     Py_CLEAR(self->base_frame);
     Py_CLEAR(self->toplevel);
+    Py_CLEAR(self->toplevel_code);
     Py_CLEAR(self->break_frame);
     Py_CLEAR(self->saved_obj);
     Py_CLEAR(self->stop_arg);

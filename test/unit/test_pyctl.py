@@ -832,3 +832,38 @@ def test_stop_thread_with_expect_refuses_another_thread_with_the_same_ident() ->
     release.set()
     worker.join()
     assert isinstance(worker.error, ControlStop)
+
+
+def test_python_code_run_by_the_interpreter_before_the_script_is_not_its_toplevel() -> None:
+    # A gc callback (or an audit hook) may run Python code in the script thread
+    # just before the script's first frame: it must not be taken for the toplevel
+    # frame, or break_only_in_toplevel would never break.
+    collected: list[str] = []
+
+    def on_gc(phase: str, info: dict) -> None:
+        collected.append(phase)
+
+    h = Harness(break_only_in_toplevel=True)
+    ns = gated_namespace()
+    code = script("""
+        ready.set()
+        while not gate.is_set():
+            pass
+    """)
+    threshold = gc.get_threshold()
+    gc.callbacks.append(on_gc)
+    gc.set_threshold(1)  # a collection at (nearly) every allocation: also at the start
+    try:
+        h.run(code, ns)
+        assert ns["ready"].wait(WAIT)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(on_gc)
+    assert collected, "no collection ran"
+    h.ctl.set_break()
+    h.wait_break()
+    assert h.ctl.toplevelframe.f_code is code
+    ns["gate"].set()
+    h.ctl.set_continue()
+    h.join()
+    assert h.result is None
