@@ -80,7 +80,7 @@ class _StoppedThread:
     thread: threading.Thread | None  # None: started without the threading module
     name: str
     since: float  # time.monotonic() of the last stop_thread
-    insist: bool
+    firmness: int  # 0 plain stop, 1 insisting, 2 insisting and interrupting
     stopper: Any  # pyctl's handle: cancel() ends the stop
     reported: bool = False
 
@@ -165,15 +165,17 @@ class ScriptThreads:
         for ident, thread, outermost in self._running_script_code(all_ages):
             with self._cond:
                 entry = self._stopped.get(ident)
-            if entry is not None and (entry.insist or not insist):
+            firmness = 2 if all_ages else 1 if insist else 0
+            if entry is not None and entry.firmness >= firmness:
                 continue  # told already, as firmly
+            # interrupting library code is for emergencies only (see docs/pyctl.md)
             stopper = pyctl.stop_thread(ident, arg, filename=SCRIPT_FILENAME, insist=insist,
-                                        expect=outermost)
+                                        expect=outermost, interrupt=all_ages)
             if not stopper:
                 continue  # it ended meanwhile (its ident may be another thread's now)
             name = thread.name if thread is not None else f"thread {ident}"
             with self._cond:
-                self._stopped[ident] = _StoppedThread(thread, name, time.monotonic(), insist,
+                self._stopped[ident] = _StoppedThread(thread, name, time.monotonic(), firmness,
                                                       stopper)
                 self._cond.notify_all()  # ends their sleep()
             if entry is None:

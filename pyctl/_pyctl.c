@@ -960,12 +960,13 @@ static PyType_Spec ThreadStop_spec = {
 static PyObject *
 pyctl_stop_thread(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"ident", "arg", "filename", "insist", "expect", NULL};
+    static char *kwlist[] = {"ident", "arg", "filename", "insist", "expect", "interrupt",
+                             NULL};
     unsigned long ident;
     PyObject *arg = Py_None, *filename = Py_None, *expect = Py_None;
-    int insist = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "k|O$OpO:stop_thread", kwlist,
-                                     &ident, &arg, &filename, &insist, &expect))
+    int insist = 0, interrupt = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "k|O$OpOp:stop_thread", kwlist,
+                                     &ident, &arg, &filename, &insist, &expect, &interrupt))
         return NULL;
     if (expect != Py_None && !PyFrame_Check(expect)) {
         PyErr_SetString(PyExc_TypeError, "expect must be a frame or None");
@@ -1026,23 +1027,27 @@ pyctl_stop_thread(PyObject *module, PyObject *args, PyObject *kwds)
         Py_DECREF(stopper);
         return NULL;
     }
-    /* an insisting stop also reaches code outside the eligible frames (a
-       library loop called from the script), once, as soon as the thread
-       runs Python bytecode again */
-    if (insist)
+    /* interrupt also reaches code outside the eligible frames (a library
+       loop called from the script), once, as soon as the thread runs Python
+       bytecode again: anywhere, even between a lock's acquire() and its
+       try, so only for emergencies */
+    if (interrupt)
         PyThreadState_SetAsyncExc(ident, ControlStop);
     return (PyObject *)stopper;  /* the caller's handle for cancel() */
 }
 
 static PyMethodDef module_methods[] = {
     {"stop_thread", (PyCFunction)(void (*)(void))pyctl_stop_thread, METH_VARARGS | METH_KEYWORDS,
-     "stop_thread(ident, arg=None, *, filename=None, insist=False, expect=None)"
+     "stop_thread(ident, arg=None, *, filename=None, insist=False, expect=None, "
+     "interrupt=False)"
      " -> ThreadStop | False\n\n"
      "Stop another thread (not one running a Controller's script): ControlStop(arg) is "
      "raised at its next line of code from the file filename (any code if None), and "
      "again whenever it was caught and not re-raised.  insist=True raises it at every "
-     "such line, also in except and finally blocks, and once wherever the thread runs "
-     "Python next.  A thread blocked in C is reached when the call returns.  Returns "
+     "such line, also in except and finally blocks.  interrupt=True also raises it once "
+     "wherever the thread runs Python next, as an asynchronous exception (library code "
+     "too: may leave a lock acquired without try/finally held; for emergencies).  A "
+     "thread blocked in C is reached when the call returns.  Returns "
      "False if no thread has that ident (threading.get_ident() / Thread.ident), or, with "
      "expect (a frame), if that frame is not on the thread's stack (idents are reused: "
      "pass the outermost frame seen when the thread was picked).  Otherwise the "

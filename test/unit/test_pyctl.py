@@ -867,3 +867,30 @@ def test_python_code_run_by_the_interpreter_before_the_script_is_not_its_topleve
     h.ctl.set_continue()
     h.join()
     assert h.result is None
+
+
+def test_stop_thread_interrupt_reaches_library_code_insist_does_not() -> None:
+    progress: list[int] = [0]
+    seen_after_stop = threading.Event()
+    mark: list[int | None] = [None]
+
+    def library_spin() -> None:  # library code: not in "<script>"
+        while True:
+            progress[0] += 1
+            if mark[0] is not None and progress[0] > mark[0] + 1000:
+                seen_after_stop.set()
+
+    worker = ScriptThread("""
+        def worker():
+            started.set()
+            library_spin()
+    """, "worker", library_spin=library_spin)
+    assert pyctl_stop_thread(worker.thread.ident, "firm", filename="<script>", insist=True)
+    mark[0] = progress[0]
+    # insisting acts only at lines of script code: the library loop goes on
+    assert seen_after_stop.wait(WAIT)
+    assert worker.thread.is_alive()
+    assert pyctl_stop_thread(worker.thread.ident, "now", filename="<script>", insist=True,
+                             interrupt=True)
+    worker.join()
+    assert isinstance(worker.error, ControlStop)
