@@ -29,8 +29,6 @@ from .handler import CommandHandler, error_reply
 
 log = logging.getLogger("nicos_daemon.connection")
 
-# A client that does not read its replies for this long is dropped.
-CONTROL_SEND_TIMEOUT = 60.0
 # After a refusal that closes the connection, data the client may still be sending is
 # read and discarded for this long, so that closing does not reset the connection
 # before the client has read the reason.
@@ -183,7 +181,9 @@ class ClientConnection:
         """Read and execute commands until the client leaves; closes the control socket."""
         assert self.handler is not None
         self.control.settimeout(None)  # clients may be idle for hours
-        set_send_timeout(self.control, CONTROL_SEND_TIMEOUT)
+        # a client that does not read its replies is dropped like one that does
+        # not read its events
+        set_send_timeout(self.control, self.send_timeout)
         # ssl retries a send that SO_SNDTIMEO interrupted, forever: TLS replies are
         # sent with a socket timeout instead.
         tls = isinstance(self.control, ssl.SSLSocket)
@@ -212,7 +212,7 @@ class ClientConnection:
                     linger = not reply.ok  # after quit the client sends nothing more
                     break
                 if tls:
-                    self.control.settimeout(CONTROL_SEND_TIMEOUT)
+                    self.control.settimeout(self.send_timeout)
                     self.control.sendall(reply.frame)
                     self.control.settimeout(None)
                 else:

@@ -250,3 +250,44 @@ def test_profile_tls_keys_refused(tmp_path: Path, text: str, message: str) -> No
     with pytest.raises(profiles.ProfileError) as info:
         profiles.load_profiles(path)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_client_not_reading_replies_is_dropped(pem: dict[str, Path], tls: bool) -> None:
+    # ssl retries a send that SO_SNDTIMEO interrupted, forever; the daemon must
+    # drop a client that stopped reading its replies over TLS as over plain TCP.
+    from test_server import FakeController  # stands in for the script controller
+
+    from nicos.protocols.daemon.framing import encode_command
+    from nicos_daemon.auth import make_authenticator
+    from nicos_daemon.auth.passwords import hash_password
+    from nicos_daemon.auth.rsakeys import ServerKey
+    from nicos_daemon.config import PasswdEntry
+    from nicos_daemon.events import EventBus
+    from nicos_daemon.server import Server
+
+    more = {"tls_certfile": pem["cert"], "tls_keyfile": pem["key"]} if tls else {}
+    config = DaemonConfig(host="127.0.0.1", port=0, authmethod="list",  # type: ignore[arg-type]
+                          passwd={"alice": PasswdEntry(hash_password("alice-secret-1"), 20)},
+                          **more)
+    bus = EventBus()
+    server = Server(config, FakeController(bus), bus, ServerKey.load_or_create(None),
+                    make_authenticator(config), event_send_timeout=1.0)
+    server.start()
+    client = NicosClient()
+    try:
+        client.connect("127.0.0.1", server.port, "alice", "alice-secret-1",
+                       tls=client_context(pem["cert"]) if tls else False)
+        assert server.logged_in == 1
+        # eval echoes its expression: 1 MB replies that are never read
+        frame = encode_command("eval", ["x" * 1_000_000, False])
+        sock = client._conn.control  # type: ignore[union-attr]
+        sock.settimeout(WAIT)
+        with pytest.raises(OSError):
+            for _ in range(200):  # far more than the socket buffers take
+                sock.sendall(frame)
+        assert server.wait_until(lambda: server.logged_in == 0, WAIT), \
+            "the client that reads no replies was not dropped"
+    finally:
+        client.disconnect()
+        server.shutdown()
