@@ -105,16 +105,17 @@ class ScriptThreads:
 
     def mark_run_start(self) -> None:
         """A run begins: the threads alive now are not its own. Stops of earlier
-        runs end for threads no longer in script code (an idle pool worker a
-        script keeps in its namespace must be able to run the next one's work)."""
+        runs end when their thread next calls into script code afresh (an idle
+        pool worker a script keeps must be able to run the next run's work);
+        a thread still unwinding from its stop stays stopped until then."""
         alive = {t.ident: t for t in threading.enumerate()}
         frames = sys._current_frames()
         with self._cond:
             self._at_run_start = alive
             for ident, entry in list(self._stopped.items()):
+                entry.stopper.release_on_entry()
                 if not runs_script_code(frames.get(ident)):
-                    entry.stopper.cancel()
-                    del self._stopped[ident]
+                    del self._stopped[ident]  # idle: nothing left to report
         del frames
 
     def install_excepthook(self) -> None:
@@ -165,6 +166,8 @@ class ScriptThreads:
         for ident, thread, outermost in self._running_script_code(all_ages):
             with self._cond:
                 entry = self._stopped.get(ident)
+            if entry is not None and (entry.thread is not thread or not entry.stopper.active):
+                entry = None  # an ended thread's ident reused, or released since
             firmness = 2 if all_ages else 1 if insist else 0
             if entry is not None and entry.firmness >= firmness:
                 continue  # told already, as firmly
@@ -191,9 +194,14 @@ class ScriptThreads:
         line of script code)."""
         deadline = time.monotonic() + seconds
         ident = threading.get_ident()
+        me = threading.current_thread()
+
+        def told() -> bool:
+            entry = self._stopped.get(ident)
+            return entry is not None and entry.thread in (me, None) and entry.stopper.active
+
         with self._cond:
-            while ident not in self._stopped and \
-                    (remaining := deadline - time.monotonic()) > 0:
+            while not told() and (remaining := deadline - time.monotonic()) > 0:
                 self._cond.wait(remaining)
 
     def report_stopped(self) -> None:
@@ -205,16 +213,20 @@ class ScriptThreads:
             return
         frames = sys._current_frames()
         now = time.monotonic()
-        ended, stuck = [], []
+        ended, stuck, released = [], [], []
         for ident, entry in entries:
             alive = entry.thread.is_alive() if entry.thread is not None else ident in frames
             if not alive:
                 ended.append(ident)
+            elif not entry.stopper.active:
+                released.append(ident)  # it took new work after the next run began
             elif not entry.reported and now - entry.since >= STUCK_REPORT_DELAY:
                 entry.reported = True
                 stuck.append((entry.name, describe_position(frames.get(ident))))
         del frames
         with self._cond:
+            for ident in released:
+                self._stopped.pop(ident, None)
             names = [self._stopped.pop(ident).name for ident in ended
                      if ident in self._stopped]
         if names:

@@ -862,6 +862,7 @@ typedef struct {
     int insist;
     int raised;
     int cancelled;        /* cancel(): restore the displaced tracer at the next event */
+    int release_on_entry; /* cancel at the next fresh call into eligible code */
     Py_tracefunc saved_func;  /* the tracer stop_thread() displaced, or NULL */
     PyObject *saved_obj;
 } ThreadStop;
@@ -872,7 +873,37 @@ static int
 thread_stop_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *unused)
 {
     ThreadStop *self = (ThreadStop *)obj;
+    if (self->release_on_entry && what == PyTrace_CALL && self->filename != NULL &&
+            filename_matches(self->filename, frame)) {
+        /* A call into eligible code from outside it (a pool worker taking new
+           work): the stop is over.  Calls made while the stopped code still
+           unwinds have an eligible frame further out and stay stopped. */
+        int fresh = 1;
+        PyFrameObject *outer = PyFrame_GetBack(frame);
+        while (outer != NULL && fresh) {
+            fresh = !filename_matches(self->filename, outer);
+            PyFrameObject *next = PyFrame_GetBack(outer);
+            Py_DECREF(outer);
+            outer = next;
+        }
+        Py_XDECREF(outer);
+        if (PyErr_Occurred())
+            return -1;
+        if (fresh)
+            self->cancelled = 1;  /* a call event is traced once: restore below */
+    }
     if (self->cancelled) {
+        if (what == PyTrace_LINE) {
+            /* ceval calls us again with this same obj pointer for the OPCODE
+               event of a frame that traces opcodes: put the tracer back then */
+            PyObject *v = PyObject_GetAttrString((PyObject *)frame, "f_trace_opcodes");
+            int opcodes = v == NULL ? -1 : PyObject_IsTrue(v);
+            Py_XDECREF(v);
+            if (opcodes != 0) {
+                PyErr_Clear();
+                return 0;
+            }
+        }
         /* The thread state owns the only reference to self as its trace
            object; keep self alive while the previous tracer is put back. */
         Py_INCREF(self);
@@ -923,7 +954,30 @@ ThreadStop_cancel(ThreadStop *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+ThreadStop_release_on_entry(ThreadStop *self, PyObject *unused)
+{
+    self->release_on_entry = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ThreadStop_get_active(ThreadStop *self, void *closure)
+{
+    return PyBool_FromLong(!self->cancelled);
+}
+
+static PyGetSetDef ThreadStop_getset[] = {
+    {"active", (getter)ThreadStop_get_active, NULL,
+     "False once the stop was cancelled or released (the thread may not know yet)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMethodDef ThreadStop_methods[] = {
+    {"release_on_entry", (PyCFunction)ThreadStop_release_on_entry, METH_NOARGS,
+     "release_on_entry()\n\nEnd the stop (as cancel()) when the thread next calls into "
+     "code of the stop's filename from code outside it; until then it stays stopped "
+     "(code still unwinding from the stop is not released)."},
     {"cancel", (PyCFunction)ThreadStop_cancel, METH_NOARGS,
      "cancel()\n\nThe stop is over: no more ControlStop; at the thread's next trace "
      "event the tracer that stop_thread() displaced (if any) is put back."},
@@ -947,6 +1001,7 @@ static PyType_Slot ThreadStop_slots[] = {
     {Py_tp_traverse, ThreadStop_traverse},
     {Py_tp_clear, ThreadStop_clear},
     {Py_tp_methods, ThreadStop_methods},
+    {Py_tp_getset, ThreadStop_getset},
     {0, NULL},
 };
 
@@ -956,6 +1011,9 @@ static PyType_Spec ThreadStop_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .slots = ThreadStop_slots,
 };
+
+static PyObject *pyctl_stop_thread_locked(PyThreadState *, unsigned long, PyObject *,
+                                           PyObject *, int, PyObject *);
 
 static PyObject *
 pyctl_stop_thread(PyObject *module, PyObject *args, PyObject *kwds)
@@ -981,8 +1039,21 @@ pyctl_stop_thread(PyObject *module, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "stop_thread() cannot stop the calling thread");
         return NULL;
     }
-    /* with the GIL held no thread state can be created or deleted, so the
-       one found stays valid until we return */
+    /* No collection (and so no finalizer or gc callback, which could let
+       other threads run) while we hold the raw thread state pointer. */
+    int gc_was_enabled = PyGC_Disable();
+    PyObject *res = pyctl_stop_thread_locked(current, ident, arg, filename, insist, expect);
+    if (gc_was_enabled)
+        PyGC_Enable();
+    if (res != NULL && res != Py_False && interrupt)
+        PyThreadState_SetAsyncExc(ident, ControlStop);
+    return res;
+}
+
+static PyObject *
+pyctl_stop_thread_locked(PyThreadState *current, unsigned long ident, PyObject *arg,
+                         PyObject *filename, int insist, PyObject *expect)
+{
     PyThreadState *ts = PyInterpreterState_ThreadHead(current->interp);
     while (ts != NULL && ts->thread_id != ident)
         ts = PyThreadState_Next(ts);
@@ -990,7 +1061,8 @@ pyctl_stop_thread(PyObject *module, PyObject *args, PyObject *kwds)
         Py_RETURN_FALSE;
     if (expect != Py_None) {
         /* Thread idents are reused at once: is this still the thread whose
-           stack held that frame?  (No Python code runs while we look.) */
+           stack held that frame?  (The caller keeps the collector off, so no
+           Python code runs and no other thread gets the GIL while we look.) */
         int found = 0;
         PyFrameObject *frame = PyThreadState_GetFrame(ts);
         while (frame != NULL && !found) {
@@ -1000,6 +1072,8 @@ pyctl_stop_thread(PyObject *module, PyObject *args, PyObject *kwds)
             frame = back;
         }
         Py_XDECREF(frame);
+        if (PyErr_Occurred())   /* no memory for a frame object */
+            return NULL;
         if (!found)
             Py_RETURN_FALSE;
     }
@@ -1011,6 +1085,7 @@ pyctl_stop_thread(PyObject *module, PyObject *args, PyObject *kwds)
     stopper->insist = insist;
     stopper->raised = 0;
     stopper->cancelled = 0;
+    stopper->release_on_entry = 0;
     if (ts->c_tracefunc == thread_stop_trace) {
         /* stopped again (more firmly): keep what the first stop displaced */
         ThreadStop *earlier = (ThreadStop *)ts->c_traceobj;
@@ -1031,8 +1106,6 @@ pyctl_stop_thread(PyObject *module, PyObject *args, PyObject *kwds)
        loop called from the script), once, as soon as the thread runs Python
        bytecode again: anywhere, even between a lock's acquire() and its
        try, so only for emergencies */
-    if (interrupt)
-        PyThreadState_SetAsyncExc(ident, ControlStop);
     return (PyObject *)stopper;  /* the caller's handle for cancel() */
 }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from daemonproc import EventRecorder
+from daemonproc import EventRecorder, Gate
 
 from nicos.clients.base import DaemonError
 
@@ -303,6 +303,40 @@ def test_a_pool_worker_stopped_in_one_run_works_in_the_next(client: EventRecorde
     reqid = client.run("print('job ended with', type(job.exception(10)).__name__)\n"
                        "print('pool result', pool.submit(lambda n: n * 2, 21).result(10))\n"
                        "pool.shutdown()\n")
+    assert client.wait_done(reqid).data["success"] is True, texts(client, since)
+    shown = texts(client, since, reqid)
+    assert "job ended with ControlStop\n" in shown and "pool result 42\n" in shown, shown
+
+
+def test_a_pool_worker_still_cleaning_up_when_the_next_run_starts_works_in_it(
+        client: EventRecorder, gates: Callable[[], Gate]) -> None:
+    gate = gates()
+    wait_for_gate = "".join("        " + line + "\n" for line in gate.wait_code().splitlines())
+    code = ("from concurrent.futures import ThreadPoolExecutor\n"
+            "pool = ThreadPoolExecutor(1, thread_name_prefix='keeper')\n"
+            "def work(n):\n"
+            "    print('pool working')\n"
+            "    try:\n"
+            "        sleep(3600)\n"
+            "        n += 0\n"  # the stop is raised here, so the cleanup runs
+            "    finally:\n"
+            + wait_for_gate +
+            "    return n\n"
+            "job = pool.submit(work, 1)\n"
+            "sleep(3600)\n")
+    reqid = start(client, code, "pool working", code.count("\n"))
+    since = client.mark()
+    client.ask("stop", 2)
+    assert client.wait_done(reqid).data["success"] is False
+    # (its output goes to the daemon's stderr now: no run captures it)
+    wait_message(client, since, "Thread keeper_0 started by the script does not end")
+    # the next run starts while the worker still runs the stopped job's cleanup
+    since = client.mark()
+    reqid = client.run("print('job ended with', type(job.exception(30)).__name__)\n"
+                       "print('pool result', pool.submit(lambda n: n * 2, 21).result(30))\n"
+                       "pool.shutdown()\n")
+    client.wait_for("processing", lambda d: d.get("reqid") == reqid, since=since)
+    gate.open()
     assert client.wait_done(reqid).data["success"] is True, texts(client, since)
     shown = texts(client, since, reqid)
     assert "job ended with ControlStop\n" in shown and "pool result 42\n" in shown, shown

@@ -894,3 +894,39 @@ def test_stop_thread_interrupt_reaches_library_code_insist_does_not() -> None:
                              interrupt=True)
     worker.join()
     assert isinstance(worker.error, ControlStop)
+
+
+def test_release_on_entry_ends_the_stop_at_the_next_fresh_call_into_script_code() -> None:
+    jobs: queue.Queue = queue.Queue()
+    results: queue.Queue = queue.Queue()
+
+    def work_loop() -> None:  # library code, like a pool worker
+        while True:
+            func, arg = jobs.get()
+            if func is None:
+                return
+            try:
+                results.put(func(arg))
+            except BaseException as err:  # noqa: BLE001 - like a pool worker
+                results.put(type(err).__name__)
+
+    ns: dict[str, Any] = {}
+    exec(script("""
+        def inner(n):
+            return n + 1
+        def job(n):
+            return inner(n) * 2
+    """), ns)
+    worker = threading.Thread(target=work_loop, daemon=True)
+    worker.start()
+    stopper = pyctl_stop_thread(worker.ident, "stop", filename="<script>")
+    assert stopper
+    stopper.release_on_entry()
+    assert stopper.active
+    # the call into job() comes from library code: released, job and inner run
+    jobs.put((ns["job"], 1))
+    assert results.get(timeout=WAIT) == 4
+    assert not stopper.active
+    jobs.put((None, None))
+    worker.join(WAIT)
+    assert not worker.is_alive()
