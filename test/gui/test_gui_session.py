@@ -229,3 +229,27 @@ def test_emergency_stop_does_not_wait_for_busy_worker(window, qtbot, tmp_path: P
         qtbot.waitUntil(lambda: window.client.state.idle, timeout=WAIT_MS)
     finally:
         release.set()
+
+
+def test_double_clicked_stop_does_not_cut_the_cleanup_short(window, qtbot,
+                                                           tmp_path: Path) -> None:
+    # the cleanup waits for a gate; a second stop would escalate and cut it short
+    cleanup = ''.join('    ' + line + '\n' for line in gate_loop(tmp_path / 'gate').splitlines())
+    window.editor.set_text('try:\n' + ''.join('    ' + line + '\n' for line in
+                                            gate_loop(tmp_path / 'never').splitlines())
+                           + 'finally:\n' + "    printinfo('cleaning up')\n" + cleanup
+                           + "    printinfo('cleanup done')\n")
+    window.editor.run()
+    qtbot.waitUntil(window.stop_action.isEnabled, timeout=WAIT_MS)
+    window.client.STOP_REPEAT_GUARD = 3600.0  # whatever the machine's speed: a double click
+    stop_button = window.toolbar.widgetForAction(window.stop_action)
+    qtbot.mouseClick(stop_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: output_has(window, 'cleaning up'), timeout=WAIT_MS)
+    with qtbot.waitSignal(window.client.commandFailed, timeout=WAIT_MS) as refused:
+        qtbot.mouseClick(stop_button, Qt.LeftButton)
+    assert refused.args[0] == 'stop' and 'press Stop again' in refused.args[1]
+    (tmp_path / 'gate').touch()
+    qtbot.waitUntil(lambda: window.status_display.state_label.text() == 'idle',
+                    timeout=WAIT_MS)
+    assert output_has(window, 'cleanup done')
+    assert not any('escalated' in str(record[3]) for record, _ in window.console.records)

@@ -241,6 +241,8 @@ class QtClient(QObject):
         self._held: list[tuple[str, tuple[Any, ...]]] | None = None
         self._password = ''
         self._attempt = 0
+        self._last_stop = float('-inf')  # time.monotonic() of the last stop sent
+        self.requestStarted.connect(self._forget_last_stop)
         self._reconnect_timer = QTimer(self)
         self._reconnect_timer.setSingleShot(True)
         self._reconnect_timer.timeout.connect(self._attempt_connect)
@@ -476,8 +478,22 @@ class QtClient(QObject):
     def continue_script(self) -> bool:
         return self.ask('continue')
 
+    # The daemon takes a second stop as "escalate to an immediate stop", which cuts
+    # the script's cleanup short; a stop this soon after the previous one of the
+    # same script is taken for a double click and not sent.
+    STOP_REPEAT_GUARD = 1.0
+
     def stop_script(self, level: int = 2) -> bool:
+        now = time.monotonic()
+        if now - self._last_stop < self.STOP_REPEAT_GUARD:
+            self.commandFailed.emit('stop', 'stop already sent; press Stop again to '
+                                    'escalate it to an immediate stop')
+            return False
+        self._last_stop = now
         return self.ask('stop', level)
+
+    def _forget_last_stop(self, _request: object = None) -> None:
+        self._last_stop = float('-inf')
 
     def emergency(self) -> bool:
         """Emergency stop, sent from a worker of its own: the GUI thread never
