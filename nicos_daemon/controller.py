@@ -393,6 +393,8 @@ class ScriptController:
                     return
                 request = self._queue.take_next()
                 self._current = request
+                # reset here, with the run current: a finish from now on is for it
+                self.finish_requested = False
                 self._stopping.new_run()
                 self._threads.mark_run_start()
             try:
@@ -414,7 +416,6 @@ class ScriptController:
             self.store.mark_finished(request.reqid, FAILED, str(err))
             self.bus.emit("done", {**request.serialize(), "success": False})
             return
-        self.finish_requested = False
         self._set_status(STATUS_RUNNING, -1)
         success = False
         outcome, error = SUCCEEDED, None

@@ -360,3 +360,28 @@ def test_stop_between_taking_and_starting_a_request_is_not_lost(
     assert done["success"] is False
     assert "must not run\n" not in recorder.texts()
     assert any("Script stopped by alice" in text for text in recorder.texts())
+
+
+def test_finish_between_taking_and_starting_a_request_is_not_lost(
+        setup: tuple[ScriptController, Recorder]) -> None:
+    controller, recorder = setup
+    taken = threading.Event()
+    release = threading.Event()
+
+    class HoldProcessing:
+        """Holds the script thread inside the window: request taken, not started."""
+
+        def push(self, event: str, frame: bytes) -> None:
+            if event == "processing" and threading.current_thread() is \
+                    controller._script_thread:
+                taken.set()
+                assert release.wait(WAIT)
+
+    controller.bus.subscribe(HoldProcessing())
+    controller.namespace["finish_asked"] = controller.consume_finish_request
+    controller.queue("", "print('finish asked:', finish_asked())\n", ALICE)
+    assert taken.wait(WAIT)
+    controller.finish(ALICE)
+    release.set()
+    assert recorder.wait_for("done")["success"] is True
+    assert "finish asked: True\n" in recorder.texts()
