@@ -10,7 +10,6 @@ ends the latter two at daemon shutdown.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from nicos.protocols.daemon import BREAK_AFTER_STEP, ERROR
 from nicos_daemon.controller import ScriptController
 from nicos_daemon.history import open_history
 from nicos_daemon.simulation import Simulations
+from nicos_daemon.sleeping import wait_at_level
 
 log = logging.getLogger("nicos_daemon.instrument")
 
@@ -45,10 +45,7 @@ class ControllerHooks(DaemonHooks):
         if level <= BREAK_AFTER_STEP or not controller.in_script_thread():
             controller.sleep(seconds)
             return
-        deadline = time.monotonic() + float(seconds)
-        while (remaining := deadline - time.monotonic()) > 0:
-            if controller.ctl.wait(remaining, lambda request, arg: arg[1] >= level):
-                controller.ctl.breakpoint()
+        wait_at_level(controller.ctl, float(seconds), level)
 
     def register_emergency_stop(self, func: Callable[[], None]) -> None:
         self._controller.register_emergency_stop(func)
