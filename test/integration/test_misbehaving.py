@@ -283,60 +283,62 @@ def test_emergency_while_idle_stops_threads_of_earlier_scripts(
     assert client.ask("eval", "helper.is_alive()", False) is False
 
 
-def test_a_pool_worker_stopped_in_one_run_works_in_the_next(client: EventRecorder) -> None:
-    code = ("from concurrent.futures import ThreadPoolExecutor\n"
+POOL_NEXT_RUN = ("print('job ended with', type(job.exception(30)).__name__)\n"
+                 "print('pool result', pool.submit(lambda n: n * 2, 21).result(30))\n"
+                 "pool.shutdown()\n")
+
+
+def pool_script(work_body: str) -> str:
+    """A script that keeps a one-thread pool, gives it ``work`` and sleeps."""
+    return ("from concurrent.futures import ThreadPoolExecutor\n"
             "pool = ThreadPoolExecutor(1, thread_name_prefix='keeper')\n"
             "def work(n):\n"
             "    print('pool working')\n"
-            "    sleep(3600)\n"
+            + work_body +
             "    return n\n"
             "job = pool.submit(work, 1)\n"
             "sleep(3600)\n")
-    reqid = start(client, code, "pool working", 8)
+
+
+def stop_pool_script(client: EventRecorder, code: str) -> int:
+    """Run ``code`` until its pool works, stop it; returns the event mark."""
+    reqid = start(client, code, "pool working", code.count("\n"))
     since = client.mark()
     client.ask("stop", 2)
     assert client.wait_done(reqid).data["success"] is False
+    return since
+
+
+def assert_pool_works(client: EventRecorder, since: int, reqid: str) -> None:
+    assert client.wait_done(reqid).data["success"] is True, texts(client, since)
+    shown = texts(client, since, reqid)
+    assert "job ended with ControlStop\n" in shown and "pool result 42\n" in shown, shown
+
+
+def test_a_pool_worker_stopped_in_one_run_works_in_the_next(client: EventRecorder) -> None:
+    since = stop_pool_script(client, pool_script("    sleep(3600)\n"))
     wait_message(client, since, "Stopping 1 thread(s) started by the script")
     # the worker left the script's work (its future holds the ControlStop) and
     # waits for more; the next run's work must not be stopped again
     since = client.mark()
-    reqid = client.run("print('job ended with', type(job.exception(10)).__name__)\n"
-                       "print('pool result', pool.submit(lambda n: n * 2, 21).result(10))\n"
-                       "pool.shutdown()\n")
-    assert client.wait_done(reqid).data["success"] is True, texts(client, since)
-    shown = texts(client, since, reqid)
-    assert "job ended with ControlStop\n" in shown and "pool result 42\n" in shown, shown
+    assert_pool_works(client, since, client.run(POOL_NEXT_RUN))
 
 
 def test_a_pool_worker_still_cleaning_up_when_the_next_run_starts_works_in_it(
         client: EventRecorder, gates: Callable[[], Gate]) -> None:
     gate = gates()
     wait_for_gate = "".join("        " + line + "\n" for line in gate.wait_code().splitlines())
-    code = ("from concurrent.futures import ThreadPoolExecutor\n"
-            "pool = ThreadPoolExecutor(1, thread_name_prefix='keeper')\n"
-            "def work(n):\n"
-            "    print('pool working')\n"
-            "    try:\n"
-            "        sleep(3600)\n"
-            "        n += 0\n"  # the stop is raised here, so the cleanup runs
-            "    finally:\n"
-            + wait_for_gate +
-            "    return n\n"
-            "job = pool.submit(work, 1)\n"
-            "sleep(3600)\n")
-    reqid = start(client, code, "pool working", code.count("\n"))
-    since = client.mark()
-    client.ask("stop", 2)
-    assert client.wait_done(reqid).data["success"] is False
+    since = stop_pool_script(client, pool_script(
+        "    try:\n"
+        "        sleep(3600)\n"
+        "        n += 0\n"  # the stop is raised here, so the cleanup runs
+        "    finally:\n"
+        + wait_for_gate))
     # (its output goes to the daemon's stderr now: no run captures it)
     wait_message(client, since, "Thread keeper_0 started by the script does not end")
     # the next run starts while the worker still runs the stopped job's cleanup
     since = client.mark()
-    reqid = client.run("print('job ended with', type(job.exception(30)).__name__)\n"
-                       "print('pool result', pool.submit(lambda n: n * 2, 21).result(30))\n"
-                       "pool.shutdown()\n")
+    reqid = client.run(POOL_NEXT_RUN)
     client.wait_for("processing", lambda d: d.get("reqid") == reqid, since=since)
     gate.open()
-    assert client.wait_done(reqid).data["success"] is True, texts(client, since)
-    shown = texts(client, since, reqid)
-    assert "job ended with ControlStop\n" in shown and "pool result 42\n" in shown, shown
+    assert_pool_works(client, since, reqid)

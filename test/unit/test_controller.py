@@ -332,30 +332,35 @@ def test_time_sleep_is_interruptible_in_the_script_thread_only(tmp_path: Path) -
     assert time.sleep is real_sleep
 
 
+class HoldBeforeFirstLine:
+    """Holds the script thread in the window between taking a request from the
+    queue and running its first line (at its 'processing' event)."""
+
+    def __init__(self, controller: ScriptController) -> None:
+        self.controller = controller
+        self.taken = threading.Event()
+        self.release = threading.Event()
+        controller.bus.subscribe(self)
+
+    def push(self, event: str, frame: bytes) -> None:
+        if event == "processing" and \
+                threading.current_thread() is self.controller._script_thread:
+            self.taken.set()
+            assert self.release.wait(WAIT)
+
+
 @pytest.mark.parametrize("how", ["stop", "emergency"])
 def test_stop_between_taking_and_starting_a_request_is_not_lost(
         setup: tuple[ScriptController, Recorder], how: str) -> None:
     controller, recorder = setup
-    taken = threading.Event()
-    release = threading.Event()
-
-    class HoldProcessing:
-        """Holds the script thread inside the window: request taken, not started."""
-
-        def push(self, event: str, frame: bytes) -> None:
-            if event == "processing" and threading.current_thread() is \
-                    controller._script_thread:
-                taken.set()
-                assert release.wait(WAIT)
-
-    controller.bus.subscribe(HoldProcessing())
+    hold = HoldBeforeFirstLine(controller)
     controller.queue("", "print('must not run')\n", ALICE)
-    assert taken.wait(WAIT)
+    assert hold.taken.wait(WAIT)
     if how == "stop":
         controller.stop(BREAK_AFTER_STEP, ALICE)
     else:
         controller.emergency(ALICE)
-    release.set()
+    hold.release.set()
     done = recorder.wait_for("done")
     assert done["success"] is False
     assert "must not run\n" not in recorder.texts()
@@ -365,23 +370,11 @@ def test_stop_between_taking_and_starting_a_request_is_not_lost(
 def test_finish_between_taking_and_starting_a_request_is_not_lost(
         setup: tuple[ScriptController, Recorder]) -> None:
     controller, recorder = setup
-    taken = threading.Event()
-    release = threading.Event()
-
-    class HoldProcessing:
-        """Holds the script thread inside the window: request taken, not started."""
-
-        def push(self, event: str, frame: bytes) -> None:
-            if event == "processing" and threading.current_thread() is \
-                    controller._script_thread:
-                taken.set()
-                assert release.wait(WAIT)
-
-    controller.bus.subscribe(HoldProcessing())
+    hold = HoldBeforeFirstLine(controller)
     controller.namespace["finish_asked"] = controller.consume_finish_request
     controller.queue("", "print('finish asked:', finish_asked())\n", ALICE)
-    assert taken.wait(WAIT)
+    assert hold.taken.wait(WAIT)
     controller.finish(ALICE)
-    release.set()
+    hold.release.set()
     assert recorder.wait_for("done")["success"] is True
     assert "finish asked: True\n" in recorder.texts()

@@ -763,52 +763,63 @@ def test_insist_and_stop_thread_do_not_leak() -> None:
     assert sys.getrefcount(token) == refs_before
 
 
-def test_cancelled_thread_stop_lets_the_thread_run_script_code_again() -> None:
-    # A pool worker that a script keeps (its loop is library code, here this
-    # file): stopped in one run, it must be able to run the next run's work.
-    jobs: queue.Queue = queue.Queue()
-    results: queue.Queue = queue.Queue()
+class LibraryWorker:
+    """A pool worker: its loop is library code (this file), the jobs it runs
+    may be script functions; a job's exception is its result, by type name."""
 
-    def work_loop() -> None:
+    def __init__(self) -> None:
+        self.jobs: queue.Queue = queue.Queue()
+        self.results: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
         while True:
-            func, arg = jobs.get()
+            func, arg = self.jobs.get()
             if func is None:
                 return
             try:
-                results.put(func(arg))
+                self.results.put(func(arg))
             except BaseException as err:  # noqa: BLE001 - like a pool worker
-                results.put(type(err).__name__)
+                self.results.put(type(err).__name__)
+
+    def close(self) -> None:
+        self.jobs.put((None, None))
+        self.thread.join(WAIT)
+        assert not self.thread.is_alive()
+
+
+def test_cancelled_thread_stop_lets_the_thread_run_script_code_again() -> None:
+    # A pool worker that a script keeps (its loop is library code, here this
+    # file): stopped in one run, it must be able to run the next run's work.
+    pool = LibraryWorker()
 
     ns: dict[str, Any] = {}
     exec(script("""
         def job(n):
             return n * 2
     """), ns)
-    worker = threading.Thread(target=work_loop, daemon=True)
-    worker.start()
 
     def previous_tracer(frame: Any, event: str, arg: Any) -> None:
         return None
 
     # a Python-level tracer that the stop displaces and cancel() puts back
-    jobs.put((lambda _: sys.settrace(previous_tracer), None))
-    results.get(timeout=WAIT)
-    stopper = pyctl_stop_thread(worker.ident, "stop", filename="<script>")
+    pool.jobs.put((lambda _: sys.settrace(previous_tracer), None))
+    pool.results.get(timeout=WAIT)
+    stopper = pyctl_stop_thread(pool.thread.ident, "stop", filename="<script>")
     assert stopper
-    jobs.put((ns["job"], 1))
-    assert results.get(timeout=WAIT) == "ControlStop"
-    jobs.put((ns["job"], 2))
-    assert results.get(timeout=WAIT) == "ControlStop"  # still stopped: poisoned
+    pool.jobs.put((ns["job"], 1))
+    assert pool.results.get(timeout=WAIT) == "ControlStop"
+    pool.jobs.put((ns["job"], 2))
+    assert pool.results.get(timeout=WAIT) == "ControlStop"  # still stopped: poisoned
     stopper.cancel()
-    jobs.put((ns["job"], 3))
-    assert results.get(timeout=WAIT) == 6
-    jobs.put((lambda _: sys.gettrace(), None))
-    assert results.get(timeout=WAIT) is previous_tracer
-    jobs.put((lambda _: sys.settrace(None), None))
-    results.get(timeout=WAIT)
-    jobs.put((None, None))
-    worker.join(WAIT)
-    assert not worker.is_alive()
+    pool.jobs.put((ns["job"], 3))
+    assert pool.results.get(timeout=WAIT) == 6
+    pool.jobs.put((lambda _: sys.gettrace(), None))
+    assert pool.results.get(timeout=WAIT) is previous_tracer
+    pool.jobs.put((lambda _: sys.settrace(None), None))
+    pool.results.get(timeout=WAIT)
+    pool.close()
 
 
 def test_stop_thread_with_expect_refuses_another_thread_with_the_same_ident() -> None:
@@ -897,18 +908,7 @@ def test_stop_thread_interrupt_reaches_library_code_insist_does_not() -> None:
 
 
 def test_release_on_entry_ends_the_stop_at_the_next_fresh_call_into_script_code() -> None:
-    jobs: queue.Queue = queue.Queue()
-    results: queue.Queue = queue.Queue()
-
-    def work_loop() -> None:  # library code, like a pool worker
-        while True:
-            func, arg = jobs.get()
-            if func is None:
-                return
-            try:
-                results.put(func(arg))
-            except BaseException as err:  # noqa: BLE001 - like a pool worker
-                results.put(type(err).__name__)
+    pool = LibraryWorker()
 
     ns: dict[str, Any] = {}
     exec(script("""
@@ -917,16 +917,12 @@ def test_release_on_entry_ends_the_stop_at_the_next_fresh_call_into_script_code(
         def job(n):
             return inner(n) * 2
     """), ns)
-    worker = threading.Thread(target=work_loop, daemon=True)
-    worker.start()
-    stopper = pyctl_stop_thread(worker.ident, "stop", filename="<script>")
+    stopper = pyctl_stop_thread(pool.thread.ident, "stop", filename="<script>")
     assert stopper
     stopper.release_on_entry()
     assert stopper.active
     # the call into job() comes from library code: released, job and inner run
-    jobs.put((ns["job"], 1))
-    assert results.get(timeout=WAIT) == 4
+    pool.jobs.put((ns["job"], 1))
+    assert pool.results.get(timeout=WAIT) == 4
     assert not stopper.active
-    jobs.put((None, None))
-    worker.join(WAIT)
-    assert not worker.is_alive()
+    pool.close()
