@@ -22,9 +22,8 @@ log = logging.getLogger("nicos_daemon.eventqueue")
 DEFAULT_BYTE_LIMIT = 64 * 1024 * 1024
 DEFAULT_SEND_TIMEOUT = 60.0
 # A burst of waiting frames goes out in one system call of up to this size. The
-# frames are handed to sendmsg() as they are, never joined: joined copies of this size
-# are "large" allocations for glibc, and freeing them raises its mmap threshold, after
-# which such buffers fragment the heap and the daemon's RSS grows with every burst.
+# frames are handed to sendmsg() as they are: joining them would copy every burst
+# once more for every client.
 _BATCH_BYTES = 256 * 1024
 _BATCH_FRAMES = 512  # below IOV_MAX (1024 on Linux)
 

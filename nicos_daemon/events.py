@@ -55,9 +55,9 @@ class EventBus:
             return
         # Clients drop the connection on a frame beyond these limits (so do we, as a
         # client): such an event would cost every client its connection.
-        sizes = [memoryview(blob).nbytes for blob in blobs]
-        if len(payload) > MAX_EVENT_PAYLOAD or sum(sizes) > MAX_BLOB_TOTAL or \
-                any(size > MAX_BLOB_SIZE for size in sizes):
+        sizes = [memoryview(blob).nbytes for blob in blobs] if blobs else []
+        if len(payload) > MAX_EVENT_PAYLOAD or (sizes and (
+                sum(sizes) > MAX_BLOB_TOTAL or max(sizes) > MAX_BLOB_SIZE)):
             log.error("event %s dropped: %d bytes of data and %d bytes of blobs exceed "
                       "what clients accept", event, len(payload), sum(sizes))
             return

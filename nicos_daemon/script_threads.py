@@ -109,9 +109,11 @@ class ScriptThreads:
         pool worker a script keeps must be able to run the next run's work);
         a thread still unwinding from its stop stays stopped until then."""
         alive = {t.ident: t for t in threading.enumerate()}
-        frames = sys._current_frames()
         with self._cond:
             self._at_run_start = alive
+            if not self._stopped:
+                return
+            frames = sys._current_frames()
             for ident, entry in list(self._stopped.items()):
                 entry.stopper.release_on_entry()
                 if not runs_script_code(frames.get(ident)):
